@@ -1,0 +1,18 @@
+"""tunefree: optimizers that adapt their own step size, and a harness that measures the tuning they save."""
+
+from tunefree.optim.registry import (
+    OptimizerInfo,
+    available_optimizers,
+    create_optimizer,
+    get_optimizer_info,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OptimizerInfo",
+    "available_optimizers",
+    "create_optimizer",
+    "get_optimizer_info",
+    "__version__",
+]

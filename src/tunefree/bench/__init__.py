@@ -1,0 +1,1 @@
+"""tunefree.bench: learning-rate robustness sweeps, a resumable SQLite ledger and reports."""

@@ -1,0 +1,1 @@
+"""tunefree optimizers (torch.optim.Optimizer subclasses) and the shared core they stand on."""
