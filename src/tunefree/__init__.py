@@ -1,5 +1,7 @@
 """tunefree: optimizers that adapt their own step size, and a harness that measures the tuning they save."""
 
+from tunefree.optim._core import NonFiniteError
+from tunefree.optim.momo import MoMo, MoMoAdam
 from tunefree.optim.registry import (
     OptimizerInfo,
     available_optimizers,
@@ -10,6 +12,9 @@ from tunefree.optim.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MoMo",
+    "MoMoAdam",
+    "NonFiniteError",
     "OptimizerInfo",
     "available_optimizers",
     "create_optimizer",

@@ -1,0 +1,398 @@
+"""The one shared machinery every tunefree optimizer stands on.
+
+An optimizer module holds its math and little else; everything a real training loop needs lives here:
+
+* **argument validation** (:func:`check_range`, :func:`check_betas`) with errors that name the argument
+  and its allowed range;
+* **loss intake**: ``step(closure)``, ``step(loss=...)`` (also through ``GradScaler.step(opt, loss=...)``)
+  and :meth:`TunefreeOptimizer.observe_loss` followed by a bare ``step()`` (HF Trainer, Lightning fp16);
+* **multi-tensor execution**: :meth:`TunefreeOptimizer.buckets` groups a param group's tensors by device and
+  dtype so that a kernel runs ``torch._foreach_*`` ops over each bucket;
+* **global reductions**: :meth:`TunefreeOptimizer.reduce` packs a step's partial sums (and the loss) into
+  one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
+* **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
+  estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
+* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
+* **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Sequence, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "Bucket",
+    "NonFiniteError",
+    "TunefreeOptimizer",
+    "check_betas",
+    "check_range",
+    "dot",
+    "local_tensor",
+]
+
+NonFinitePolicy = Literal["raise", "skip", "off"]
+LossLike = Union[Tensor, float]
+Closure = Callable[[], LossLike]
+
+# Key under which the global scalar state travels inside ``state_dict()``.
+_GLOBAL_KEY = "tunefree_global_state"
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient was NaN/Inf; the step was refused and nothing was changed."""
+
+
+def check_range(
+    owner: str,
+    name: str,
+    value: float,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Return ``float(value)`` or raise ``ValueError`` naming ``name`` and its allowed interval."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}") from None
+    above = number >= low if low_inclusive else number > low
+    below = number <= high if high_inclusive else number < high
+    if math.isnan(number) or not (above and below):
+        interval = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return number
+
+
+def check_betas(owner: str, betas: Sequence[float], name: str = "betas") -> tuple[float, float]:
+    """Validate an Adam-style pair of EMA factors, each in [0, 1)."""
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{owner}: {name} must be a pair (beta1, beta2), got {betas!r}")
+    return (
+        check_range(owner, f"{name}[0]", betas[0], 0.0, 1.0, high_inclusive=False),
+        check_range(owner, f"{name}[1]", betas[1], 0.0, 1.0, high_inclusive=False),
+    )
+
+
+def local_tensor(tensor: Tensor) -> Tensor:
+    """The process-local part of ``tensor`` (a DTensor's shard; a plain tensor itself)."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor
+
+
+def dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
+    """Inner product of the local parts of ``a`` and ``b``, accumulated in ``dtype`` (at least fp32).
+
+    Low-precision tensors are upcast first: a bf16 dot product would round the partial sums that the
+    adaptive step sizes depend on.
+    """
+    a, b = local_tensor(a), local_tensor(b)
+    if a.dtype != dtype:
+        a, b = a.to(dtype), b.to(dtype)
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+@dataclass
+class Bucket:
+    """The tensors of one param group that share a device and dtype, with their state aligned.
+
+    ``state[key][i]`` is the state tensor ``key`` of ``params[i]``.
+    """
+
+    group: dict[str, Any]
+    params: list[Tensor] = field(default_factory=list)
+    grads: list[Tensor] = field(default_factory=list)
+    state: dict[str, list[Tensor]] = field(default_factory=dict)
+
+
+def _is_sharded(param: Tensor) -> bool:
+    placements = getattr(param, "placements", None)
+    return placements is not None and any(p.is_shard() for p in placements)
+
+
+class TunefreeOptimizer(torch.optim.Optimizer):
+    """Base class: a thin manager of groups and state around a subclass's math.
+
+    Subclasses set :attr:`needs_loss`, implement :meth:`init_param_state` (lazy per-parameter state) and
+    :meth:`update` (the math for one step, run under ``torch.no_grad()`` after the loss and gradients
+    passed the NaN/Inf check). They never branch in Python on tensor values, so ``step()`` does not
+    synchronise with the device (the NaN/Inf check, when on, is the one exception: see ``nonfinite``).
+
+    Args:
+        nonfinite: what a NaN/Inf loss or gradient does. ``"raise"`` (default): :class:`NonFiniteError`,
+            with parameters and state untouched. ``"skip"``: the step is skipped (counted in
+            ``stats["skipped_steps"]``). Both cost one host synchronisation per step. ``"off"``: no check,
+            no synchronisation, as in ``torch.optim`` (use it under ``GradScaler``, which checks gradients
+            itself, or in a ``torch.compile``-d step; compiled steps never run the check).
+        process_group: group over which global quantities are reduced. ``"auto"`` (default): the default
+            group when ``torch.distributed`` is initialised, else none. ``"none"``: never reduce (each
+            process optimises on its own). Or an explicit ``ProcessGroup``.
+    """
+
+    needs_loss: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        nonfinite: NonFinitePolicy = "raise",
+        process_group: Any = "auto",
+    ) -> None:
+        if nonfinite not in ("raise", "skip", "off"):
+            raise ValueError(
+                f"{type(self).__name__}: nonfinite must be 'raise', 'skip' or 'off', got {nonfinite!r}"
+            )
+        if isinstance(process_group, str) and process_group not in ("auto", "none"):
+            raise ValueError(
+                f"{type(self).__name__}: process_group must be 'auto', 'none' or a ProcessGroup, "
+                f"got {process_group!r}"
+            )
+        super().__init__(params, defaults)
+        self.nonfinite: NonFinitePolicy = nonfinite
+        self.process_group = process_group
+        self.global_state: dict[str, Tensor] = {}
+        self.stats: dict[str, Tensor] = {}
+        self._observed_loss: Optional[Tensor] = None
+
+    # ------------------------------------------------------------------ subclass interface
+    def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        """Per-parameter state created at the parameter's first step (default: none)."""
+        return {}
+
+    def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        """The method's math for one step (inputs already checked)."""
+        raise NotImplementedError
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        """Check a param group's hyperparameters (raise ``ValueError`` naming the argument)."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its hyperparameters are validated like the constructor's (the group is not added
+        when they are invalid)."""
+        super().add_param_group(param_group)
+        try:
+            self.validate_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    # ------------------------------------------------------------------ loss intake
+    def observe_loss(self, loss: LossLike) -> None:
+        """Hand over the mini-batch loss for the next bare ``step()``.
+
+        For trainers that call ``optimizer.step()`` with no arguments (Hugging Face ``Trainer``,
+        Lightning's fp16 path): call this after computing the loss, e.g. from a ``loss.backward`` hook
+        or a callback. The loss must be the unscaled mean loss that matches the gradient.
+        """
+        self._observed_loss = self._as_loss_tensor(loss)
+
+    def _as_loss_tensor(self, loss: LossLike) -> Tensor:
+        if isinstance(loss, Tensor):
+            if loss.numel() != 1:
+                raise ValueError(
+                    f"{type(self).__name__}: the loss must be a scalar (one element), got shape "
+                    f"{tuple(loss.shape)}; reduce it (e.g. .mean()) first"
+                )
+            return loss.detach().reshape(())
+        if isinstance(loss, (int, float)):
+            return torch.tensor(float(loss), dtype=torch.float64)
+        raise TypeError(f"{type(self).__name__}: loss must be a tensor or a float, got {type(loss).__name__}")
+
+    def _missing_loss_error(self) -> ValueError:
+        name = type(self).__name__
+        return ValueError(
+            f"{name} needs the mini-batch loss at every step. Pass it in one of three ways: "
+            f"(1) optimizer.step(closure) with a closure that computes the loss, calls backward() and "
+            f"returns the loss; (2) optimizer.step(loss=loss) (also GradScaler.step(optimizer, loss=loss) "
+            f"with the unscaled loss); (3) optimizer.observe_loss(loss) before a bare optimizer.step() "
+            f"(for trainers that call step() without arguments)."
+        )
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure: Optional[Closure] = None, *, loss: Optional[LossLike] = None) -> Optional[LossLike]:  # type: ignore[override]
+        """One optimisation step.
+
+        Args:
+            closure: re-evaluates the model on the current batch, calls ``backward()`` and returns the loss.
+            loss: the loss that produced the current gradients (keyword-only), instead of a closure.
+
+        Returns:
+            The loss (the closure's return value, or ``loss``), as ``torch.optim`` optimizers do.
+        """
+        if closure is not None and loss is not None:
+            raise ValueError(f"{type(self).__name__}.step: pass either a closure or loss=, not both")
+        returned: Optional[LossLike] = loss
+        if closure is not None:
+            with torch.enable_grad():
+                returned = closure()
+            if returned is None and self.needs_loss:
+                raise ValueError(f"{type(self).__name__}.step: the closure returned None; it must return the loss")
+        if returned is not None:
+            loss_tensor: Optional[Tensor] = self._as_loss_tensor(returned)
+            self._observed_loss = None
+        else:
+            loss_tensor, self._observed_loss = self._observed_loss, None
+        if loss_tensor is None and self.needs_loss:
+            raise self._missing_loss_error()
+
+        with torch.no_grad():
+            if self.nonfinite != "off" and not torch.compiler.is_compiling():
+                if not self._all_finite(loss_tensor):
+                    if self.nonfinite == "raise":
+                        raise NonFiniteError(
+                            f"{type(self).__name__}: non-finite loss or gradient (NaN/Inf); the step was "
+                            f"refused and parameters and optimizer state are unchanged. Pass "
+                            f"nonfinite='skip' to skip such steps instead."
+                        )
+                    skipped = self.global_state.get("skipped_steps", torch.zeros((), dtype=torch.int64))
+                    self.global_state["skipped_steps"] = skipped + 1
+                    self.stats["skipped_steps"] = self.global_state["skipped_steps"]
+                    return returned
+            self.update(loss_tensor, closure)
+        return returned
+
+    def _all_finite(self, loss: Optional[Tensor]) -> bool:
+        """One fused check of the loss and every gradient (a single host synchronisation)."""
+        maxima: list[Tensor] = []
+        if loss is not None:
+            maxima.append(loss.abs().to(torch.float32).cpu().reshape(1))
+        for group in self.param_groups:
+            grads = [local_tensor(p.grad) for p in group["params"] if p.grad is not None]
+            if grads:
+                # The max-abs norm propagates NaN and is Inf exactly when an entry is.
+                norms = torch._foreach_norm(grads, math.inf)
+                maxima.append(torch.stack(norms).to(torch.float32).max().cpu().reshape(1))
+        if not maxima:
+            return True
+        return bool(torch.isfinite(torch.cat(maxima)).all())
+
+    # ------------------------------------------------------------------ multi-tensor grouping
+    def buckets(self, group: dict[str, Any]) -> list[Bucket]:
+        """The params of ``group`` that have a gradient, grouped by (device, dtype), state created lazily."""
+        by_key: dict[tuple[torch.device, torch.dtype], Bucket] = {}
+        for param in group["params"]:
+            grad = param.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[param]
+            if not state:
+                state.update(self.init_param_state(param, grad, group))
+            bucket = by_key.setdefault((param.device, param.dtype), Bucket(group))
+            bucket.params.append(param)
+            bucket.grads.append(grad)
+            for key, value in state.items():
+                bucket.state.setdefault(key, []).append(value)
+        return list(by_key.values())
+
+    def all_buckets(self) -> list[Bucket]:
+        return [bucket for group in self.param_groups for bucket in self.buckets(group)]
+
+    # ------------------------------------------------------------------ global scalars
+    def scalar_device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Where the global scalars live: the first parameter's device, in fp64 for fp64 models else fp32."""
+        first = self.param_groups[0]["params"][0]
+        dtypes = {p.dtype for g in self.param_groups for p in g["params"]}
+        dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+        return first.device, dtype
+
+    def global_scalar(self, key: str, initial: float) -> Tensor:
+        """The global scalar ``key`` of the state, created as ``initial`` on first use."""
+        if key not in self.global_state:
+            device, dtype = self.scalar_device_dtype()
+            self.global_state[key] = torch.full((), initial, device=device, dtype=dtype)
+        return self.global_state[key]
+
+    def _reduction_group(self) -> Any:
+        if isinstance(self.process_group, str):
+            if self.process_group == "none" or not (dist.is_available() and dist.is_initialized()):
+                return None
+            return dist.group.WORLD
+        return self.process_group
+
+    def reduce(self, partial_sums: Sequence[Tensor], loss: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """Turn this process's partial sums into global sums, and its loss into the global mean loss.
+
+        Everything travels in ONE all-reduce. Sums over *sharded* parameters (DTensor shards, FSDP2) are
+        added across ranks; sums over *replicated* parameters (DDP) are already global, so only rank 0
+        contributes them (exact, no rounding). The loss is averaged across ranks, as DDP averages
+        gradients, so every rank computes the same adaptive step. Without a process group this is a
+        stack of the local values.
+
+        Returns:
+            (a 1-D tensor of the global sums, the global mean loss or None).
+        """
+        device, dtype = self.scalar_device_dtype()
+        values = [s.to(device=device, dtype=dtype).reshape(()) for s in partial_sums]
+        if loss is not None:
+            values.append(loss.to(device=device, dtype=dtype).reshape(()))
+        packed = torch.stack(values) if values else torch.zeros(0, device=device, dtype=dtype)
+        group = self._reduction_group()
+        if group is not None:
+            world = dist.get_world_size(group)
+            if world > 1:
+                n_sums = len(partial_sums)
+                sharded = any(_is_sharded(p) for g in self.param_groups for p in g["params"])
+                weights = torch.ones_like(packed)
+                if not sharded and dist.get_rank(group) != 0:
+                    weights[:n_sums] = 0.0
+                if loss is not None:
+                    weights[n_sums] = 1.0 / world
+                packed = packed * weights
+                dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+        if loss is None:
+            return packed, None
+        return packed[:-1], packed[-1]
+
+    # ------------------------------------------------------------------ state_dict
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state[_GLOBAL_KEY] = {key: value.clone() for key, value in self.global_state.items()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state saved by ``state_dict()``; a corrupt or mismatched one raises ``ValueError``."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
+        state_dict = dict(state_dict)
+        global_state = state_dict.pop(_GLOBAL_KEY, None)
+        if global_state is None and state_dict["state"]:
+            raise ValueError(
+                f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
+                f"it was not saved by a tunefree optimizer"
+            )
+        previous = (self.state, self.param_groups)
+        super().load_state_dict(state_dict)
+        try:
+            self._check_loaded_state()
+        except ValueError:
+            self.state, self.param_groups = previous
+            raise
+        device, dtype = self.scalar_device_dtype()
+        self.global_state = {
+            key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
+            for key, value in (global_state or {}).items()
+        }
+
+    def _check_loaded_state(self) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state.get(param)
+                if not state:
+                    continue
+                for key, value in state.items():
+                    if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: state {key!r} has shape "
+                            f"{tuple(value.shape)} but its parameter has shape {tuple(param.shape)}"
+                        )
