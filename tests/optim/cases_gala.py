@@ -1,0 +1,3 @@
+"""Case-table rows of GALA; see cases.py."""
+
+CASES: list = []
