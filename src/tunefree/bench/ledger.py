@@ -1,0 +1,194 @@
+"""The results ledger: one SQLite file per output folder, one row per run, keyed by the run's content hash.
+
+Only the sweep's parent process writes (workers return results; the parent stores each as it arrives,
+one transaction per run), so there is never more than one writer. WAL mode keeps readers (a report
+built while a sweep runs) from blocking the writer. Because a row is committed in a single transaction
+and keyed by ``run_id`` (``INSERT OR IGNORE``), a sweep killed at any point leaves only complete rows,
+and re-running it stores every remaining run exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+from tunefree.bench.runner import RunResult
+
+__all__ = ["Ledger", "LEDGER_NAME", "CSV_COLUMNS"]
+
+LEDGER_NAME = "ledger.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    suite TEXT NOT NULL,
+    optimizer TEXT NOT NULL,
+    lr REAL NOT NULL,
+    lr_exp REAL NOT NULL,
+    default_lr REAL NOT NULL,
+    seed INTEGER NOT NULL,
+    kwargs TEXT NOT NULL,
+    steps INTEGER NOT NULL,
+    eval_every INTEGER NOT NULL,
+    code_version TEXT NOT NULL,
+    baseline INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    log_scale INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    diverged_step INTEGER,
+    steps_done INTEGER NOT NULL,
+    grad_evals INTEGER NOT NULL,
+    wall_s REAL NOT NULL,
+    cpu_s REAL NOT NULL,
+    init_val REAL,
+    final_val REAL,
+    final_test REAL,
+    final_val_all TEXT,
+    final_test_all TEXT,
+    losses TEXT NOT NULL,
+    evals TEXT NOT NULL,
+    stats TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    finished_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_task_opt ON runs (task, suite, optimizer);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+#: scalar columns exported to CSV (the traces stay in the database)
+CSV_COLUMNS = (
+    "run_id", "task", "suite", "optimizer", "lr", "lr_exp", "default_lr", "seed", "kwargs", "steps",
+    "eval_every", "code_version", "baseline", "metric", "higher_is_better", "log_scale", "status",
+    "diverged_step", "steps_done", "grad_evals", "wall_s", "cpu_s", "init_val", "final_val",
+    "final_test", "final_val_all", "final_test_all", "finished_at", "error",
+)
+
+
+def _json_float(value: float | None) -> float | None:
+    """SQLite REAL cannot hold NaN (it becomes NULL); keep non-finite values as NULL explicitly."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+class Ledger:
+    """SQLite store of run results in ``folder / ledger.sqlite``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / LEDGER_NAME
+        self._conn = sqlite3.connect(self.path, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the tail)
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._conn.commit()
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def store(self, result: RunResult, replace: bool = False) -> bool:
+        """Store one result in its own transaction. Returns False if the run was already stored (and
+        ``replace`` is False): a run is never stored twice."""
+        spec = result.spec
+        init_val = result.evals[0][1].get(spec.metric) if result.evals else None
+        final_val = (result.final_val or {}).get(spec.metric) if result.status == "ok" else None
+        final_test = (result.final_test or {}).get(spec.metric) if result.status == "ok" else None
+        row = {
+            "run_id": spec.run_id, "task": spec.task, "suite": spec.suite, "optimizer": spec.optimizer,
+            "lr": spec.lr, "lr_exp": spec.lr_exp, "default_lr": spec.default_lr, "seed": spec.seed,
+            "kwargs": spec.kwargs, "steps": spec.steps, "eval_every": spec.eval_every,
+            "code_version": spec.code_version, "baseline": int(spec.baseline), "metric": spec.metric,
+            "higher_is_better": int(spec.higher_is_better), "log_scale": int(spec.log_scale),
+            "status": result.status, "error": result.error, "diverged_step": result.diverged_step,
+            "steps_done": result.steps_done, "grad_evals": result.grad_evals,
+            "wall_s": result.wall_s, "cpu_s": result.cpu_s,
+            "init_val": _json_float(init_val), "final_val": _json_float(final_val),
+            "final_test": _json_float(final_test),
+            "final_val_all": json.dumps(result.final_val), "final_test_all": json.dumps(result.final_test),
+            "losses": json.dumps([result.loss_steps, result.losses]),
+            "evals": json.dumps(result.evals),
+            "stats": json.dumps({k: [list(s), list(v)] for k, (s, v) in result.stats.items()}),
+            "spec": json.dumps(spec.to_dict()),
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        columns = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self._conn:  # one transaction per run: committed whole or not at all
+            cursor = self._conn.execute(f"{verb} INTO runs ({columns}) VALUES ({marks})", row)
+        return cursor.rowcount > 0
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def finished_ids(self, include_errors: bool = True) -> set[str]:
+        """Run ids already stored (``error`` rows excluded when they should be retried)."""
+        query = "SELECT run_id FROM runs" + ("" if include_errors else " WHERE status != 'error'")
+        return {r[0] for r in self._conn.execute(query)}
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        """All rows as dicts with the JSON columns decoded; ``where`` filters on equal column values."""
+        query = "SELECT * FROM runs"
+        if where:
+            query += " WHERE " + " AND ".join(f"{k} = :{k}" for k in where)
+        query += " ORDER BY task, suite, optimizer, lr_exp, seed"
+        cursor = self._conn.execute(query, where)
+        names = [d[0] for d in cursor.description]
+        out = []
+        for values in cursor:
+            row = dict(zip(names, values))
+            for key in ("final_val_all", "final_test_all", "losses", "evals", "stats", "spec"):
+                row[key] = json.loads(row[key]) if row[key] is not None else None
+            for key in ("baseline", "higher_is_better", "log_scale"):
+                row[key] = bool(row[key])
+            out.append(row)
+        return out
+
+    def iter_scalar_rows(self) -> Iterator[dict[str, Any]]:
+        cursor = self._conn.execute(
+            f"SELECT {', '.join(CSV_COLUMNS)} FROM runs ORDER BY task, suite, optimizer, lr_exp, seed"
+        )
+        for values in cursor:
+            yield dict(zip(CSV_COLUMNS, values))
+
+    def export_csv(self, path: str | Path | None = None) -> Path:
+        """Write every run's scalar columns to CSV (default ``runs.csv`` beside the ledger)."""
+        target = Path(path) if path is not None else self.folder / "runs.csv"
+        with open(target, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in self.iter_scalar_rows():
+                writer.writerow(row)
+        return target
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def exists(folder: str | Path) -> bool:
+        return (Path(folder) / LEDGER_NAME).exists()

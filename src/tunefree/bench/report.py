@@ -1,0 +1,517 @@
+"""Report: robustness metrics per optimizer and task, figures, ``report.md`` and a self-contained
+``report.html`` (figures embedded as base64), plus ``runs.csv`` with every run.
+
+Reads only the ledger (nothing upstream), so a report can be rebuilt at any time, also while a sweep
+is still running. Scores follow ``notes/benchmarks.md`` 3b: ``s = (m_init - m) / (m_init - m*)`` with
+``m*`` the best tuned baseline (sgd, adam, adamw) by seed-mean final validation metric; diverged runs
+score ``-inf``; learning rates are selected on validation and the test metric of the selection is
+reported separately.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import math
+import os
+import platform
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunefree.bench import metrics as M
+from tunefree.bench.ledger import Ledger
+
+__all__ = ["OptimizerSummary", "TaskSummary", "summarise", "write_report", "TARGET"]
+
+#: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
+TARGET = 0.95
+BEST_OF = (1, 3, 9)
+
+
+@dataclass
+class OptimizerSummary:
+    """Robustness numbers of one optimizer (label = name + extra kwargs) on one task."""
+
+    label: str
+    optimizer: str
+    default_lr: float
+    exps: list[float]
+    lrs: list[float]
+    mean_scores: list[float]
+    std_scores: list[float]
+    mean_val: list[float]  # seed-mean final val metric per grid point (NaN if a seed failed)
+    n_seeds: int
+    default_score: float
+    tuned_score: float
+    best_exp: float | None
+    best_lr: float | None
+    best_val: float
+    best_test: float
+    w95: float
+    w99: float
+    w95_seed_mean: float
+    w95_seed_std: float
+    expected_trials: float
+    best_of: dict[int, float]
+    steps_to_target_best: float
+    steps_to_target_default: float
+    wall_ms_per_step: float
+    cpu_ms_per_step: float
+    grad_evals_per_step: float
+    n_runs: int
+    n_diverged: int
+    n_error: int
+    best_on_edge: bool
+
+
+@dataclass
+class TaskSummary:
+    task: str
+    suite: str
+    metric: str
+    higher_is_better: bool
+    log_scale: bool
+    steps: int
+    m_init: float
+    m_star: float
+    target_source: str
+    optimizers: list[OptimizerSummary] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _label(row: dict[str, Any]) -> str:
+    return row["optimizer"] if row["kwargs"] in ("{}", "", None) else f"{row['optimizer']} {row['kwargs']}"
+
+
+def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, suite, optimizer, kwargs, lr, seed): the most recent one. Rows of older code
+    versions would otherwise count a grid point twice."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["task"], row["suite"], row["optimizer"], row["kwargs"], round(row["lr_exp"], 6), row["seed"])
+        if key not in latest or row["finished_at"] >= latest[key]["finished_at"]:
+            latest[key] = row
+    return list(latest.values())
+
+
+def _row_score(row: dict[str, Any], m_init: float, m_star: float) -> float:
+    return M.normalized_score(row["final_val"] if row["status"] == "ok" else None, m_init, m_star)
+
+
+def _eval_scores(row: dict[str, Any], m_init: float, m_star: float) -> tuple[list[int], list[float]]:
+    steps, scores = [], []
+    for step, values in row["evals"] or []:
+        steps.append(int(step))
+        scores.append(M.normalized_score(values.get(row["metric"]), m_init, m_star))
+    return steps, scores
+
+
+def _seed_mean_finite(values: list[float | None]) -> float:
+    """Mean over seeds of a raw metric; NaN if any seed has none (failed seeds are never averaged away)."""
+    if not values or any(v is None or not math.isfinite(v) for v in values):
+        return math.nan
+    return float(np.mean(values))
+
+
+def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, m_star: float) -> OptimizerSummary:
+    by_exp: dict[float, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_exp[round(row["lr_exp"], 6)].append(row)
+    exps = sorted(by_exp)
+    seeds = sorted({r["seed"] for r in rows})
+    mean_scores, std_scores, lrs, mean_val, mean_test = [], [], [], [], []
+    per_seed: dict[int, list[float]] = {s: [] for s in seeds}
+    for k in exps:
+        group = by_exp[k]
+        scores = [_row_score(r, m_init, m_star) for r in group]
+        mean_scores.append(M.seed_mean(scores))
+        finite = [s for s in scores if math.isfinite(s)]
+        std_scores.append(float(np.std(finite)) if len(finite) > 1 else 0.0)
+        lrs.append(group[0]["lr"])
+        mean_val.append(_seed_mean_finite([r["final_val"] if r["status"] == "ok" else None for r in group]))
+        mean_test.append(_seed_mean_finite([r["final_test"] if r["status"] == "ok" else None for r in group]))
+        seen = {r["seed"]: _row_score(r, m_init, m_star) for r in group}
+        for s in seeds:
+            per_seed[s].append(seen.get(s, -math.inf))  # a missing seed counts as a failure
+
+    arr = np.asarray(mean_scores, dtype=float)
+    valid = ~np.isnan(arr)
+    best_idx = int(np.nanargmax(np.where(valid, arr, -np.inf))) if valid.any() and np.isfinite(arr[valid]).any() else None
+    default_idx = exps.index(0.0) if 0.0 in exps else None
+    seed_widths = [M.robust_width(exps, per_seed[s], TARGET) for s in seeds]
+    k_good = int(np.sum(arr >= TARGET))
+
+    def steps_to_target(index: int | None) -> float:
+        if index is None:
+            return math.inf
+        hits = [M.steps_to_target(*_eval_scores(r, m_init, m_star), TARGET) for r in by_exp[exps[index]]]
+        return float(np.mean(hits)) if all(math.isfinite(h) for h in hits) else math.inf
+
+    steps_done = sum(max(r["steps_done"], 1) for r in rows)
+    return OptimizerSummary(
+        label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"],
+        exps=exps, lrs=lrs, mean_scores=mean_scores, std_scores=std_scores, mean_val=mean_val,
+        n_seeds=len(seeds),
+        default_score=mean_scores[default_idx] if default_idx is not None else math.nan,
+        tuned_score=float(arr[best_idx]) if best_idx is not None else -math.inf,
+        best_exp=exps[best_idx] if best_idx is not None else None,
+        best_lr=lrs[best_idx] if best_idx is not None else None,
+        best_val=mean_val[best_idx] if best_idx is not None else math.nan,
+        best_test=mean_test[best_idx] if best_idx is not None else math.nan,
+        w95=M.robust_width(exps, mean_scores, TARGET), w99=M.robust_width(exps, mean_scores, 0.99),
+        w95_seed_mean=float(np.mean(seed_widths)), w95_seed_std=float(np.std(seed_widths)),
+        expected_trials=M.expected_trials(len(exps), k_good),
+        best_of={b: M.expected_best_of(mean_scores, b) for b in BEST_OF},
+        steps_to_target_best=steps_to_target(best_idx),
+        steps_to_target_default=steps_to_target(default_idx),
+        # median over runs: the first run in each process pays torch's one-off warm-up
+        wall_ms_per_step=1e3 * float(np.median([r["wall_s"] / max(r["steps_done"], 1) for r in rows])),
+        cpu_ms_per_step=1e3 * float(np.median([r["cpu_s"] / max(r["steps_done"], 1) for r in rows])),
+        grad_evals_per_step=sum(r["grad_evals"] for r in rows) / steps_done,
+        n_runs=len(rows), n_diverged=sum(r["status"] == "diverged" for r in rows),
+        n_error=sum(r["status"] == "error" for r in rows),
+        best_on_edge=best_idx is not None and len(exps) > 1 and best_idx in (0, len(exps) - 1),
+    )
+
+
+def summarise(folder: str | Path) -> list[TaskSummary]:
+    """Robustness summaries of every (task, suite) in the ledger of ``folder``."""
+    with Ledger(folder) as ledger:
+        rows = _latest_rows(ledger.rows())
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["task"], row["suite"])].append(row)
+    out = []
+    for (task, suite), group in sorted(groups.items()):
+        first = group[0]
+        higher = first["higher_is_better"]
+        # m_init: every optimizer starts from the same seeded init, so average the step-0 metric per seed
+        init_by_seed: dict[int, list[float]] = defaultdict(list)
+        for r in group:
+            if r["init_val"] is not None:
+                init_by_seed[r["seed"]].append(r["init_val"])
+        m_init = float(np.mean([np.mean(v) for v in init_by_seed.values()])) if init_by_seed else math.nan
+        baseline_rows = [r for r in group if r["baseline"]]
+        source_rows = baseline_rows or group
+        target_source = "best tuned baseline" if baseline_rows else "best of all optimizers (no baseline ran)"
+        points: dict[tuple, list[float | None]] = defaultdict(list)
+        for r in source_rows:
+            points[(_label(r), round(r["lr_exp"], 6))].append(r["final_val"] if r["status"] == "ok" else None)
+        m_star = M.best_metric([_seed_mean_finite(v) for v in points.values()], higher)
+        summary = TaskSummary(task=task, suite=suite, metric=first["metric"], higher_is_better=higher,
+                              log_scale=first["log_scale"], steps=first["steps"], m_init=m_init,
+                              m_star=m_star, target_source=target_source, rows=group)
+        by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in group:
+            by_label[_label(r)].append(r)
+        for label in sorted(by_label, key=lambda lb: (by_label[lb][0]["baseline"], lb)):
+            summary.optimizers.append(_summarise_optimizer(label, by_label[label], m_init, m_star))
+        out.append(summary)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------------
+
+_SCORE_FLOOR = -0.5  # scores below this (and -inf) are drawn at the floor so the good region stays legible
+
+
+def _figure_lr_sensitivity(ts: TaskSummary) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for opt in ts.optimizers:
+        x = np.asarray(opt.exps)
+        y = np.asarray(opt.mean_scores, dtype=float)
+        err = np.asarray(opt.std_scores)
+        shown = np.where(np.isfinite(y), np.maximum(y, _SCORE_FLOOR), _SCORE_FLOOR)
+        line, = ax.plot(x, shown, marker="o", ms=4, label=opt.label, lw=1.5)
+        ok = np.isfinite(y) & (y > _SCORE_FLOOR)
+        ax.errorbar(x[ok], y[ok], yerr=err[ok], fmt="none", ecolor=line.get_color(), alpha=0.5)
+        bad = ~np.isfinite(y) | (y <= _SCORE_FLOOR)
+        ax.plot(x[bad], shown[bad], "x", color=line.get_color(), ms=8)
+    ax.axhline(TARGET, color="k", ls=":", lw=1)
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+    ax.set_ylim(_SCORE_FLOOR - 0.05, 1.25)
+    ax.set_xlabel("log10(lr / documented default)")
+    ax.set_ylabel("normalised score s (1 = best tuned baseline)")
+    ax.set_title(f"{ts.task} [{ts.suite}]: learning-rate sensitivity (x = diverged or s <= {_SCORE_FLOOR})")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _pick_rows(ts: TaskSummary, opt: OptimizerSummary, exp: float | None) -> list[dict[str, Any]]:
+    if exp is None:
+        return []
+    return sorted((r for r in ts.rows if _label(r) == opt.label and round(r["lr_exp"], 6) == exp),
+                  key=lambda r: r["seed"])
+
+
+def _figure_learning_curves(ts: TaskSummary) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    positive = True
+    for ax, which in zip(axes, ("best", "default")):
+        for i, opt in enumerate(ts.optimizers):
+            exp = opt.best_exp if which == "best" else 0.0
+            rows = _pick_rows(ts, opt, exp)
+            if not rows:
+                continue
+            steps, losses = rows[0]["losses"]  # first seed: the curves are illustrations, not statistics
+            losses = np.asarray(losses, dtype=float)
+            positive &= bool(np.all(losses[np.isfinite(losses)] > 0))
+            ax.plot(steps, losses, lw=1.2, label=f"{opt.label} (lr {rows[0]['lr']:.3g})", color=f"C{i % 10}")
+        ax.set_title(f"{ts.task}: train loss at {which} lr (seed {0 if not ts.rows else min(r['seed'] for r in ts.rows)})")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("mini-batch loss")
+    if positive:
+        axes[0].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def _figure_stats(ts: TaskSummary) -> Any | None:
+    import matplotlib.pyplot as plt
+
+    traces = []
+    for opt in ts.optimizers:
+        rows = _pick_rows(ts, opt, 0.0)
+        if rows and rows[0]["stats"]:
+            for key, (steps, values) in sorted(rows[0]["stats"].items()):
+                traces.append((opt.label, key, steps, values, rows[0]["lr"]))
+    if not traces:
+        return None
+    fig, axes = plt.subplots(1, len(traces), figsize=(4 * len(traces), 3.4), squeeze=False)
+    for ax, (label, key, steps, values, lr) in zip(axes[0], traces):
+        ax.plot(steps, values, lw=1.2)
+        ax.set_title(f"{label}: {key} (lr {lr:.3g})", fontsize=9)
+        ax.set_xlabel("step")
+        vals = np.asarray(values, dtype=float)
+        if np.all(vals[np.isfinite(vals)] > 0) and np.nanmax(vals) / max(np.nanmin(vals), 1e-300) > 100:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{ts.task}: adaptive quantities at the default lr (first seed)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Any, path: Path) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    data = buffer.getvalue()
+    path.write_bytes(data)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# tables and documents
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isnan(x):
+        return "n/a"
+    if x == math.inf:
+        return "inf"
+    if x == -math.inf:
+        return "-inf"
+    return f"{x:.{digits}g}"
+
+
+_SUMMARY_HEADER = ["optimizer", "default s", "tuned s", "best lr (val)", "val @best", "test @best",
+                   "W95 [dec]", "W99 [dec]", "W95 per seed", "E[trials]", "E[best] b=1/3/9",
+                   "steps->0.95 best/default", "ms/step", "grads/step", "diverged/error/runs"]
+
+
+def _summary_rows(ts: TaskSummary) -> list[list[str]]:
+    out = []
+    for o in ts.optimizers:
+        edge = " (edge!)" if o.best_on_edge else ""
+        out.append([
+            o.label, _fmt(o.default_score), _fmt(o.tuned_score), f"{_fmt(o.best_lr)}{edge}",
+            _fmt(o.best_val, 4), _fmt(o.best_test, 4), _fmt(o.w95, 2), _fmt(o.w99, 2),
+            f"{_fmt(o.w95_seed_mean, 2)} ± {_fmt(o.w95_seed_std, 2)}", _fmt(o.expected_trials, 3),
+            " / ".join(_fmt(o.best_of[b]) for b in BEST_OF),
+            f"{_fmt(o.steps_to_target_best)} / {_fmt(o.steps_to_target_default)}",
+            _fmt(o.wall_ms_per_step, 3), _fmt(o.grad_evals_per_step, 2),
+            f"{o.n_diverged}/{o.n_error}/{o.n_runs}",
+        ])
+    return out
+
+
+def _raw_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
+    """Seed-mean final validation metric per optimizer and grid point: the honest raw numbers."""
+    exps = sorted({e for o in ts.optimizers for e in o.exps})
+    header = ["optimizer \\ log10(lr/default)"] + [f"{e:+g}" for e in exps]
+    body = []
+    for o in ts.optimizers:
+        lookup = dict(zip(o.exps, o.mean_val))
+
+        def cell(e: float) -> str:
+            if e not in lookup:
+                return ""  # not on this optimizer's grid
+            return "fail" if math.isnan(lookup[e]) else _fmt(lookup[e], 4)
+
+        body.append([o.label] + [cell(e) for e in exps])
+    return header, body
+
+
+def _aggregate(tasks: list[TaskSummary]) -> tuple[list[str], list[list[str]]]:
+    per_opt: dict[str, list[OptimizerSummary]] = defaultdict(list)
+    for ts in tasks:
+        for o in ts.optimizers:
+            per_opt[o.label].append(o)
+    header = ["optimizer", "tasks", "mean W95", "mean W99", "one-shot success (default s>=0.95)",
+              "median default s", "median tuned s", "median E[trials]"]
+    body = []
+    for label, items in sorted(per_opt.items()):
+        def med(values: list[float]) -> float:
+            vals = [v for v in values if not math.isnan(v)]
+            return float(np.median(vals)) if vals else math.nan
+
+        body.append([
+            label, str(len(items)), _fmt(float(np.mean([o.w95 for o in items])), 3),
+            _fmt(float(np.mean([o.w99 for o in items])), 3),
+            f"{sum(o.default_score >= TARGET for o in items)}/{len(items)}",
+            _fmt(med([o.default_score for o in items])), _fmt(med([o.tuned_score for o in items])),
+            _fmt(med([o.expected_trials for o in items])),
+        ])
+    return header, body
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _environment() -> list[tuple[str, str]]:
+    import torch
+
+    import tunefree
+
+    return [
+        ("date", _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
+        ("tunefree", tunefree.__version__), ("torch", torch.__version__),
+        ("python", platform.python_version()),
+        ("machine", f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"),
+    ]
+
+
+_METRICS_TEXT = (
+    "Scores: s = (m_init - m) / (m_init - m*), m = final validation metric, m_init = metric at step 0, "
+    "m* = seed-mean final validation metric of the best tuned baseline (sgd, adam, adamw) on the task; "
+    "s = 1 matches the best tuned baseline, diverged runs score -inf. A grid point's score is the seed "
+    "mean (-inf if any seed diverged). default s: at the documented default lr; tuned s: best grid point "
+    "(selected on validation; 'test @best' is the test metric of that choice). W95/W99: width in decades of "
+    "the longest contiguous stretch of the grid with s >= 0.95/0.99 (each point counts the grid spacing). "
+    "E[trials]: expected random-search trials without replacement to reach s >= 0.95, (n+1)/(k+1). "
+    "E[best]: expected best s after b random grid trials (exact order statistics). steps->0.95: first "
+    "evaluation step reaching s >= 0.95 at the best / default lr (seed mean; inf if a seed never does). "
+    "'(edge!)' marks a best lr on the edge of the grid: the optimum may lie outside it."
+)
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``report.md``, ``report.html``, ``runs.csv`` and ``figures/*.png`` into ``folder``;
+    returns the path of ``report.html``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: the report is built on headless machines and in workers
+
+    folder = Path(folder)
+    tasks = summarise(folder)
+    with Ledger(folder) as ledger:
+        csv_path = ledger.export_csv()
+        all_rows = ledger.rows()
+    figures = folder / "figures"
+    figures.mkdir(exist_ok=True)
+    statuses: dict[str, int] = defaultdict(int)
+    for r in all_rows:
+        statuses[r["status"]] += 1
+    versions = sorted({r["code_version"] for r in all_rows})
+    env = _environment() + [
+        ("runs in ledger", f"{len(all_rows)} ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))})"),
+        ("code versions", ", ".join(versions) or "-"),
+    ]
+
+    md = ["# tunefree learning-rate robustness report", ""]
+    md += [f"- **{k}**: {v}" for k, v in env] + ["", _METRICS_TEXT, ""]
+    body = ["<h1>tunefree learning-rate robustness report</h1><ul>"]
+    body += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in env]
+    body += ["</ul>", f"<p>{html.escape(_METRICS_TEXT)}</p>"]
+
+    if tasks:
+        header, rows = _aggregate(tasks)
+        md += ["## Aggregate over tasks", "", _md_table(header, rows), ""]
+        body += ["<h2>Aggregate over tasks</h2>", _html_table(header, rows)]
+    else:
+        md += ["No runs in the ledger yet.", ""]
+        body += ["<p>No runs in the ledger yet.</p>"]
+
+    for ts in tasks:
+        slug = f"{ts.task}-{ts.suite}".replace("/", "_").replace(" ", "_")
+        direction = "higher is better" if ts.higher_is_better else "lower is better"
+        scale = ", log10(f - f*) scale" if ts.log_scale else ""
+        info = (f"metric `{ts.metric}` ({direction}{scale}), {ts.steps} steps; m_init = {_fmt(ts.m_init, 5)}, "
+                f"m* = {_fmt(ts.m_star, 5)} ({ts.target_source})")
+        md += [f"## {ts.task} [{ts.suite}]", "", info, "", _md_table(_SUMMARY_HEADER, _summary_rows(ts)), ""]
+        body += [f"<h2>{html.escape(ts.task)} [{html.escape(ts.suite)}]</h2>", f"<p>{html.escape(info)}</p>",
+                 _html_table(_SUMMARY_HEADER, _summary_rows(ts))]
+        raw_header, raw_body = _raw_table(ts)
+        md += ["Seed-mean final validation metric per grid point (fail = a seed diverged or errored):", "",
+               _md_table(raw_header, raw_body), ""]
+        body += ["<p>Seed-mean final validation metric per grid point (fail = a seed diverged or errored):</p>",
+                 _html_table(raw_header, raw_body)]
+        made = [("lr", _figure_lr_sensitivity(ts)), ("curves", _figure_learning_curves(ts)),
+                ("stats", _figure_stats(ts))]
+        for kind, fig in made:
+            if fig is None:
+                continue
+            name = f"{slug}-{kind}.png"
+            data = _save(fig, figures / name)
+            md += [f"![{ts.task} {kind}](figures/{name})", ""]
+            body.append(f'<p><img alt="{html.escape(ts.task)} {kind}" '
+                        f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
+        errors = [r for r in ts.rows if r["status"] == "error"]
+        if errors:
+            md += [f"{len(errors)} run(s) failed with an error; first traceback:", "", "```",
+                   (errors[0]["error"] or "").strip()[-2000:], "```", ""]
+            body += [f"<p>{len(errors)} run(s) failed with an error; first traceback:</p>",
+                     f"<pre>{html.escape((errors[0]['error'] or '').strip()[-2000:])}</pre>"]
+
+    md += [f"All runs: [`{csv_path.name}`]({csv_path.name}); raw traces in `ledger.sqlite`.", ""]
+    body += [f"<p>All runs: <a href='{csv_path.name}'>{csv_path.name}</a>; raw traces in ledger.sqlite.</p>"]
+    (folder / "report.md").write_text("\n".join(md))
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;font-size:12px;margin:0.5em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>tunefree report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    html_path = folder / "report.html"
+    html_path.write_text(page)
+    return html_path

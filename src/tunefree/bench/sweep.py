@@ -1,0 +1,585 @@
+"""Sweep specification: which optimizers, learning rates, seeds and tasks; expanded into run specs.
+
+A :class:`RunSpec` is the complete, hashable description of one training run. Its ``run_id`` is a
+content hash of (task, suite budget, optimizer, lr, extra kwargs, seed) and the code version (tunefree's
+version plus a hash of the optimizer sources and the task module), so the ledger can tell a finished run
+from a new one and a code change invalidates old results instead of silently mixing them.
+
+This module also owns the optimizer table of the harness: the registry's optimizers plus the optional
+peers (Prodigy, D-Adaptation, Schedule-Free, momo-opt) that are used only when their package imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+import tunefree
+from tunefree.bench.tasks.base import Budget, Task
+from tunefree.optim.registry import get_optimizer_info
+
+__all__ = [
+    "SUITES",
+    "SUITE_EXPONENTS",
+    "QUICK_OPTIMIZERS",
+    "DEFAULT_SEEDS",
+    "OptimizerEntry",
+    "PEERS",
+    "RunSpec",
+    "resolve_optimizer",
+    "installed_peers",
+    "default_optimizers",
+    "resolve_task",
+    "code_version",
+    "lr_grid",
+    "build_specs",
+    "propose_grid_extension",
+]
+
+SUITES = ("quick", "standard")
+
+#: learning-rate exponents k (lr = default * 10**k) of each suite: 9 half-decade points (standard) or
+#: 5 whole-decade points (quick), always centred on the method's documented default.
+SUITE_EXPONENTS: dict[str, tuple[float, ...]] = {
+    "quick": (-2.0, -1.0, 0.0, 1.0, 2.0),
+    "standard": tuple(k / 2 for k in range(-4, 5)),
+}
+
+#: the quick suite compares every tunefree method against the torch baselines (no peers: keep it short)
+QUICK_OPTIMIZERS = ("momo", "momo_adam", "smes", "agd", "rsgdm", "gala", "sgd", "adam", "adamw")
+
+DEFAULT_SEEDS = {"quick": 1, "standard": 3}
+
+
+# --------------------------------------------------------------------------------------------------
+# optimizers: registry entries and optional peers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """What the harness needs to know about one optimizer (registry entry or optional peer)."""
+
+    name: str
+    target: str  # "module:attribute"
+    default_lr: float
+    lr_meaning: str
+    baseline: bool = False
+    peer: bool = False
+    trace_stats: tuple[str, ...] = ()
+    fixed_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def load_class(self) -> type:
+        module_name, attribute = self.target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def import_error(self) -> str | None:
+        """``None`` if the optimizer's class imports, else a one-line reason."""
+        try:
+            self.load_class()
+        except Exception as exc:  # any failure (ImportError, SyntaxError in a half-written file) counts
+            return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None
+
+    def create(self, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+        merged = {"lr": self.default_lr, **self.fixed_kwargs, **kwargs}
+        return self.load_class()(params, **merged)
+
+
+#: optional peer methods, compared only when their package is installed. Names are the harness's own.
+PEERS: dict[str, OptimizerEntry] = {
+    entry.name: entry
+    for entry in (
+        OptimizerEntry("prodigy", "prodigyopt:Prodigy", 1.0, "multiplier on Prodigy's estimated step (d)", peer=True),
+        OptimizerEntry("dadapt_adam", "dadaptation:DAdaptAdam", 1.0, "multiplier on D-Adaptation's estimate", peer=True),
+        OptimizerEntry("schedulefree_adamw", "schedulefree:AdamWScheduleFree", 2.5e-3,
+                       "step size of schedule-free AdamW (warm-up off)", peer=True),
+        OptimizerEntry("momo_opt", "momo:Momo", 1.0, "cap on the MoMo step (reference package momo-opt)", peer=True),
+    )
+}
+
+
+def resolve_optimizer(name: str) -> OptimizerEntry:
+    """Harness entry for ``name``: the tunefree registry first, then the optional peers.
+
+    Raises ``ValueError`` naming the known optimizers when ``name`` is in neither.
+    """
+    key = name.lower().replace("-", "_")
+    if key in PEERS:
+        return PEERS[key]
+    try:
+        info = get_optimizer_info(key)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, and optional peers: {', '.join(PEERS)}") from None
+    return OptimizerEntry(
+        name=info.name, target=info.target, default_lr=info.default_lr, lr_meaning=info.lr_meaning,
+        baseline=info.baseline, trace_stats=tuple(info.trace_stats), fixed_kwargs=dict(info.fixed_kwargs),
+    )
+
+
+def installed_peers() -> list[str]:
+    """Peers whose package is installed (checked without importing when the module is absent)."""
+    names = []
+    for name, entry in PEERS.items():
+        module = entry.target.split(":")[0]
+        if importlib.util.find_spec(module) is not None and entry.import_error() is None:
+            names.append(name)
+    return names
+
+
+def default_optimizers(suite: str) -> list[str]:
+    """Optimizers a suite compares when none are named: quick = tunefree's six + the torch baselines;
+    standard = every registered optimizer plus the installed peers."""
+    if suite == "quick":
+        return list(QUICK_OPTIMIZERS)
+    from tunefree.optim.registry import available_optimizers
+
+    return [info.name for info in available_optimizers()] + installed_peers()
+
+
+# --------------------------------------------------------------------------------------------------
+# tasks: by registry name, "module:factory", "path/file.py:factory", or a Task object
+# --------------------------------------------------------------------------------------------------
+
+_TASK_CACHE: dict[str, Task] = {}
+
+
+def _load_file_module(path: Path) -> Any:
+    """Import a Python file by path under a stable, path-derived module name (so classes defined in it
+    pickle by reference within a process that loaded it the same way)."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"_tunefree_user_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolve_task(ref: str | Task) -> Task:
+    """Turn a task reference into a :class:`Task` (cached per process, so data loads once per worker).
+
+    ``ref`` is a built-in task name (``tunefree.bench.tasks.get_task``), ``"package.module:factory"``,
+    ``"path/to/file.py:factory"`` (the factory returns a Task, or is a Task object itself), or a Task.
+    """
+    if isinstance(ref, Task):
+        return ref
+    if ref in _TASK_CACHE:
+        return _TASK_CACHE[ref]
+    if ":" in ref:
+        module_part, attribute = ref.rsplit(":", 1)
+        if module_part.endswith(".py") or "/" in module_part:
+            path = Path(module_part)
+            if not path.exists():
+                raise ValueError(f"task file not found: {module_part}")
+            module = _load_file_module(path)
+        else:
+            try:
+                module = importlib.import_module(module_part)
+            except ImportError as exc:
+                raise ValueError(f"cannot import task module {module_part!r}: {exc}") from None
+        if not hasattr(module, attribute):
+            raise ValueError(f"{module_part!r} has no attribute {attribute!r}")
+        factory = getattr(module, attribute)
+        task = factory if isinstance(factory, Task) else factory()
+        if not isinstance(task, Task):
+            raise ValueError(f"{ref} returned {type(task).__name__}, not a tunefree.bench Task")
+    else:
+        try:
+            from tunefree.bench.tasks import get_task  # written by the tasks owner; may not exist yet
+        except ImportError as exc:
+            raise ValueError(f"built-in tasks are not available ({exc}); use --task module:factory") from None
+        task = get_task(ref)  # raises for an unknown name with the list of known ones
+    _TASK_CACHE[ref] = task
+    return task
+
+
+def _task_source_files(task: Task) -> list[Path]:
+    """Source files whose change should invalidate this task's results."""
+    files: list[Path] = []
+    extra = getattr(task, "source_files", None)
+    if callable(extra):
+        files.extend(Path(p) for p in extra())
+    try:
+        source = inspect.getsourcefile(type(task))
+    except (TypeError, OSError):
+        source = None
+    if source:
+        files.append(Path(source))
+    return files
+
+
+def _hash_files(files: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(set(files)):
+        try:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"<missing>")
+    return digest.hexdigest()[:12]
+
+
+def code_version(task: Task) -> str:
+    """``"<tunefree version>+<hash>"`` over the optimizer sources and the task's module(s)."""
+    optim_dir = Path(tunefree.__file__).parent / "optim"
+    files = list(optim_dir.rglob("*.py")) + _task_source_files(task)
+    return f"{tunefree.__version__}+{_hash_files(files)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# run specs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. Only the fields in :meth:`identity` define the run; the rest is carried along
+    so that the worker and the report need nothing but the spec."""
+
+    task: str
+    suite: str
+    steps: int
+    eval_every: int
+    optimizer: str
+    lr: float
+    seed: int
+    kwargs: str = "{}"  # canonical JSON of extra optimizer kwargs given by the sweep
+    code_version: str = ""
+    # carried, not hashed
+    task_ref: str = ""
+    lr_exp: float = 0.0
+    default_lr: float = 0.0
+    metric: str = "loss"
+    higher_is_better: bool = False
+    log_scale: bool = False
+    baseline: bool = False
+    trace_stats: tuple[str, ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "suite": self.suite, "steps": self.steps, "eval_every": self.eval_every,
+            "optimizer": self.optimizer, "lr": repr(float(self.lr)), "kwargs": self.kwargs,
+            "seed": self.seed, "code_version": self.code_version,
+        }
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    @property
+    def kwargs_dict(self) -> dict[str, Any]:
+        return json.loads(self.kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lr_grid(default_lr: float, exponents: Sequence[float]) -> list[tuple[float, float]]:
+    """``[(k, lr)]`` with ``lr = default_lr * 10**k`` rounded to 6 significant digits (stable ids,
+    readable numbers; the rounding error is far below anything a learning rate can resolve)."""
+    return [(float(k), float(f"{default_lr * 10.0 ** k:.6g}")) for k in exponents]
+
+
+def canonical_kwargs(kwargs: dict[str, Any] | None) -> str:
+    """Canonical JSON of optimizer kwargs (sorted keys) so equal settings hash equally."""
+    return json.dumps(kwargs or {}, sort_keys=True, default=repr)
+
+
+def build_specs(
+    task: Task,
+    task_ref: str,
+    optimizers: Sequence[str],
+    seeds: Sequence[int],
+    suite: str,
+    exponents: Sequence[float] | None = None,
+    optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
+    version: str | None = None,
+) -> list[RunSpec]:
+    """All run specs of one task: optimizer x lr grid x seed (seed innermost, so partial results of a
+    killed sweep cover whole grid points across seeds early)."""
+    budget: Budget = task.budgets[suite]
+    version = version if version is not None else code_version(task)
+    exps = SUITE_EXPONENTS[suite] if exponents is None else tuple(exponents)
+    specs = []
+    for name in optimizers:
+        entry = resolve_optimizer(name)
+        kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
+        for k, lr in lr_grid(entry.default_lr, exps):
+            for seed in seeds:
+                specs.append(RunSpec(
+                    task=task.name, suite=suite, steps=budget.steps, eval_every=budget.eval_every,
+                    optimizer=entry.name, lr=lr, seed=int(seed), kwargs=kw, code_version=version,
+                    task_ref=task_ref, lr_exp=k, default_lr=entry.default_lr, metric=task.metric,
+                    higher_is_better=task.higher_is_better, log_scale=task.log_scale,
+                    baseline=entry.baseline, trace_stats=entry.trace_stats,
+                ))
+    return specs
+
+
+def propose_grid_extension(
+    results: Iterable[tuple[float, float | None]],
+    higher_is_better: bool,
+    step: float = 0.5,
+    max_abs_exp: float = 4.0,
+) -> list[float]:
+    """Extra grid exponents for one (task, optimizer) whose best point lies on an edge of its grid.
+
+    ``results`` holds ``(lr_exp, final validation metric or None if diverged/failed)`` for every finished
+    run (all seeds). A point with any failed seed cannot be the best. If the best seed-mean lies on the
+    lowest/highest exponent, propose one more point beyond that edge (never past ``max_abs_exp``
+    decades). If every point failed, propose a smaller learning rate, since that is where a working
+    region must be. Returns the new exponents (empty when the optimum is interior).
+    """
+    by_exp: dict[float, list[float | None]] = {}
+    for k, value in results:
+        by_exp.setdefault(round(float(k), 6), []).append(value)
+    if not by_exp:
+        return []
+    grid = sorted(by_exp)
+    means: dict[float, float] = {}
+    for k, values in by_exp.items():
+        if all(v is not None and math.isfinite(v) for v in values):
+            means[k] = sum(values) / len(values)  # type: ignore[arg-type]
+    proposals: list[float] = []
+    if not means:
+        candidate = grid[0] - step
+        return [candidate] if abs(candidate) <= max_abs_exp + 1e-9 else []
+    pick = max if higher_is_better else min
+    best = pick(means, key=lambda k: means[k])
+    if best == grid[-1] and best + step <= max_abs_exp + 1e-9:
+        proposals.append(round(best + step, 6))
+    if best == grid[0] and abs(best - step) <= max_abs_exp + 1e-9:
+        proposals.append(round(best - step, 6))
+    return [k for k in proposals if k not in by_exp]
+
+
+# --------------------------------------------------------------------------------------------------
+# the sweep: specs -> executor -> runner -> ledger (-> report)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did: where its results are and how many runs it executed or found finished."""
+
+    out: Path
+    ledger_path: Path
+    total: int = 0
+    executed: int = 0
+    skipped: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    skipped_tasks: dict[str, str] = field(default_factory=dict)
+    report_path: Path | None = None
+
+
+def _run_with_tasks(tasks: dict[str, Task], spec: RunSpec) -> Any:
+    """Run function for Task objects handed to the sweep directly (pickled with the partial)."""
+    from tunefree.bench.runner import run_one
+
+    return run_one(spec, tasks.get(spec.task))
+
+
+def _normalise_seeds(seeds: int | Sequence[int] | None, suite: str) -> list[int]:
+    if seeds is None:
+        seeds = DEFAULT_SEEDS.get(suite, 1)
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        return list(range(seeds))
+    values = [int(s) for s in seeds]
+    if not values:
+        raise ValueError("seeds must not be empty")
+    return values
+
+
+def run_sweep(
+    task: str | Task | Sequence[str | Task],
+    optimizers: Sequence[str] | None = None,
+    seeds: int | Sequence[int] | None = None,
+    out: str | Path = "tunefree-results",
+    *,
+    suite: str = "quick",
+    workers: int | None = None,
+    exponents: Sequence[float] | None = None,
+    optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
+    extend_grid: bool | None = None,
+    max_extension_rounds: int = 4,
+    retry_errors: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    executor: Any = None,
+    log: Callable[[str], None] = print,
+) -> SweepSummary:
+    """Sweep optimizers x learning-rate grid x seeds on one or more tasks; store every run in
+    ``out/ledger.sqlite``; write the report unless ``report=False``.
+
+    ``task`` is a built-in task name, ``"module:factory"``, ``"file.py:factory"``, a :class:`Task`
+    (see :func:`tunefree.bench.make_task` for plain callables), or a list of these. ``optimizers``
+    defaults to the suite's list; ``seeds`` is a count (seeds ``0..N-1``) or explicit seeds; the grid
+    is the suite's exponents unless ``exponents`` is given. ``extend_grid`` (default: on for the
+    standard suite) adds points beyond an edge that holds a method's best result. Finished runs in the
+    ledger are skipped, so calling this again resumes a killed sweep.
+    """
+    from tqdm.auto import tqdm
+
+    from tunefree.bench.executors import SerialExecutor, make_executor
+    from tunefree.bench.ledger import Ledger
+    from tunefree.bench.runner import run_one
+    from tunefree.bench.tasks.base import TaskUnavailable
+
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    seed_list = _normalise_seeds(seeds, suite)
+    extend = (suite == "standard") if extend_grid is None else extend_grid
+    exps = tuple(SUITE_EXPONENTS[suite] if exponents is None else exponents)
+    step = min((b - a for a, b in zip(sorted(exps), sorted(exps)[1:]) if b > a), default=0.5)
+
+    # optimizers: unknown names are errors; an explicitly named one that cannot import is an error,
+    # a default one (a tunefree method still being written, say) is skipped with a note
+    names = list(optimizers) if optimizers else default_optimizers(suite)
+    entries = []
+    for name in names:
+        entry = resolve_optimizer(name)
+        problem = entry.import_error()
+        if problem is not None:
+            if optimizers:
+                raise ValueError(f"optimizer {entry.name!r} cannot be imported: {problem}")
+            log(f"skipping optimizer {entry.name}: {problem}")
+            continue
+        entries.append(entry)
+    if not entries:
+        raise ValueError("no optimizer can run")
+
+    refs = list(task) if isinstance(task, (list, tuple)) else [task]
+    summary = SweepSummary(out=Path(out), ledger_path=Path(out) / "ledger.sqlite")
+    resolved: list[tuple[Task, str]] = []
+    object_tasks: dict[str, Task] = {}
+    for ref in refs:
+        obj = resolve_task(ref)
+        try:
+            obj.check_available()
+        except TaskUnavailable as exc:
+            summary.skipped_tasks[obj.name] = str(exc)
+            log(f"skipping task {obj.name}: {exc}")
+            continue
+        if suite not in obj.budgets:
+            summary.skipped_tasks[obj.name] = f"not part of the {suite} suite"
+            log(f"skipping task {obj.name}: not part of the {suite} suite")
+            continue
+        if isinstance(ref, Task):
+            object_tasks[obj.name] = obj
+            resolved.append((obj, f"object:{obj.name}"))
+        else:
+            resolved.append((obj, ref))
+
+    run_fn: Callable[[RunSpec], Any] = run_one
+    if object_tasks:
+        import functools
+        import pickle
+
+        run_fn = functools.partial(_run_with_tasks, object_tasks)
+        if executor is None and workers != 1:
+            try:
+                pickle.dumps(run_fn)
+            except Exception as exc:  # lambdas/closures in a Task: cannot cross to worker processes
+                log(f"task objects are not picklable ({type(exc).__name__}); running in this process")
+                executor = SerialExecutor()
+    if executor is None:
+        executor = make_executor(workers)
+
+    ledger = Ledger(out)
+    try:
+        import platform
+
+        ledger.set_meta("last_sweep", {
+            "suite": suite, "seeds": seed_list, "optimizers": [e.name for e in entries],
+            "tasks": [t.name for t, _ in resolved], "exponents": list(exps),
+            "python": platform.python_version(), "torch": torch.__version__,
+        })
+        specs: list[RunSpec] = []
+        versions = {}
+        for obj, ref in resolved:
+            versions[obj.name] = code_version(obj)
+            specs += build_specs(obj, ref, [e.name for e in entries], seed_list, suite, exps,
+                                 optimizer_kwargs, versions[obj.name])
+        summary.total = len(specs)
+        for round_index in range(max_extension_rounds + 1):
+            done = ledger.finished_ids(include_errors=not retry_errors)
+            todo = [s for s in specs if s.run_id not in done]
+            summary.skipped += len(specs) - len(todo) if round_index == 0 else 0
+            if round_index == 0:
+                log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
+            elif todo:
+                log(f"grid extension round {round_index}: {len(todo)} more runs")
+            bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo,
+                       desc="sweep" if round_index == 0 else f"extension {round_index}")
+            for result in executor.run_all(todo, run_fn):
+                ledger.store(result, replace=retry_errors)
+                summary.executed += 1
+                summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                bar.update(1)
+                bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+            bar.close()
+            if not extend:
+                break
+            new_specs = _extension_specs(ledger, resolved, entries, seed_list, suite, step,
+                                         optimizer_kwargs, versions, specs)
+            if not new_specs:
+                break
+            specs += new_specs
+            summary.total = len(specs)
+    finally:
+        ledger.close()
+    if report:
+        from tunefree.bench.report import write_report
+
+        summary.report_path = write_report(out)
+        log(f"report: {summary.report_path}")
+    return summary
+
+
+def _extension_specs(
+    ledger: Any,
+    resolved: list[tuple[Task, str]],
+    entries: list[OptimizerEntry],
+    seeds: list[int],
+    suite: str,
+    step: float,
+    optimizer_kwargs: dict[str, dict[str, Any]] | None,
+    versions: dict[str, str],
+    existing: list[RunSpec],
+) -> list[RunSpec]:
+    """Specs for grid points proposed by :func:`propose_grid_extension` from the ledger's results."""
+    known = {s.run_id for s in existing}
+    new: list[RunSpec] = []
+    for obj, ref in resolved:
+        for entry in entries:
+            kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
+            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
+                               code_version=versions[obj.name], kwargs=kw)
+            results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in seeds]
+            extra = propose_grid_extension(results, obj.higher_is_better, step=step)
+            if extra:
+                for spec in build_specs(obj, ref, [entry.name], seeds, suite, extra,
+                                        optimizer_kwargs, versions[obj.name]):
+                    if spec.run_id not in known:
+                        new.append(spec)
+    return new
