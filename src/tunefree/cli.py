@@ -1,0 +1,226 @@
+"""The ``tunefree`` command: ``bench``, ``report``, ``export`` and ``list``.
+
+Usage errors (unknown task or optimizer, bad values) exit with code 2 and a one-line message; a sweep
+itself never stops on a failed run (those are recorded in the ledger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class UsageError(Exception):
+    """A bad command line: reported in one line with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # one line, no usage dump: the message names the bad value and what is allowed
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tunefree", description="Learning-rate robustness benchmarks for tunefree optimizers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    bench = sub.add_parser("bench", help="run a sweep (resumes if OUT already has results), then write the report")
+    bench.add_argument("--suite", choices=("quick", "standard"), default="quick")
+    bench.add_argument("--tasks", nargs="+", metavar="NAME", help="built-in tasks (default: all of the suite)")
+    bench.add_argument("--task", action="append", metavar="MODULE:FACTORY", default=[],
+                       help="your own task: importable module (or file.py) and a factory returning a Task")
+    bench.add_argument("--optimizers", nargs="+", metavar="NAME", help="default: the suite's optimizers")
+    bench.add_argument("--seeds", type=_positive_int, help="number of paired seeds (default 1 quick, 3 standard)")
+    bench.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
+    bench.add_argument("--out", default="tunefree-results", help="output folder (ledger, report)")
+    bench.add_argument("--grid-points", nargs="+", type=float, metavar="K",
+                       help="lr exponents k (lr = default * 10**k) instead of the suite's grid")
+    bench.add_argument("--no-extend", action="store_true", help="do not extend grids whose best point is on an edge")
+    bench.add_argument("--retry-errors", action="store_true", help="re-run runs stored with status 'error'")
+    bench.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    report = sub.add_parser("report", help="write report.md, report.html and runs.csv from a results folder")
+    report.add_argument("dir")
+    export = sub.add_parser("export", help="export all runs of a results folder to CSV")
+    export.add_argument("dir")
+    export.add_argument("--csv", help="output path (default DIR/runs.csv)")
+    sub.add_parser("list", help="list tasks (suites, availability) and optimizers (default lr, what lr means)")
+    return parser
+
+
+def _builtin_tasks() -> tuple[object | None, str | None]:
+    """The tasks module, or the reason it cannot be imported (it is developed separately)."""
+    try:
+        import tunefree.bench.tasks as tasks
+        tasks.get_task  # noqa: B018 - the contract this CLI relies on
+        tasks.available_tasks  # noqa: B018
+    except (ImportError, AttributeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return tasks, None
+
+
+def _suite_tasks(tasks_module: object, suite: str | None) -> tuple[list[object], dict[str, str]]:
+    """Tasks of ``suite`` (all for None) and, by name, those whose module fails to import.
+
+    Tasks are built one by one so that a single broken task module does not hide the others."""
+    names = getattr(tasks_module, "TASK_NAMES", None)
+    if names is None:
+        return list(tasks_module.available_tasks(suite)), {}  # type: ignore[attr-defined]
+    found, broken = [], {}
+    for name in names:
+        try:
+            task = tasks_module.get_task(name)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - report it, keep listing the others
+            broken[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            continue
+        if suite is None or suite in task.budgets:
+            found.append(task)
+    return found, broken
+
+
+def _cmd_list() -> int:
+    from tunefree.bench.sweep import PEERS, SUITES, resolve_optimizer
+    from tunefree.bench.tasks.base import TaskUnavailable
+    from tunefree.optim.registry import available_optimizers
+
+    tasks, problem = _builtin_tasks()
+    print("Tasks:")
+    if tasks is None:
+        print(f"  (built-in tasks not available: {problem})")
+    else:
+        found, broken = _suite_tasks(tasks, None)
+        for task in found:
+            suites = [s for s in SUITES if s in task.budgets]  # type: ignore[attr-defined]
+            try:
+                task.check_available()  # type: ignore[attr-defined]
+                status = "available"
+            except TaskUnavailable as exc:
+                status = f"unavailable: {exc}"
+            print(f"  {task.name:<20} suites: {','.join(suites):<16} {status}")  # type: ignore[attr-defined]
+            print(f"  {'':<20} {task.description}")  # type: ignore[attr-defined]
+        for name, problem in broken.items():
+            print(f"  {name:<20} cannot be loaded: {problem}")
+    print("\nOptimizers (lr grid = default x 10^k):")
+    infos = [resolve_optimizer(i.name) for i in available_optimizers()] + list(PEERS.values())
+    for entry in infos:
+        problem = entry.import_error()
+        kind = "baseline" if entry.baseline else ("peer" if entry.peer else "tunefree")
+        state = "" if problem is None else f"  [not importable: {problem}]"
+        print(f"  {entry.name:<20} {kind:<8} default lr {entry.default_lr:<8g} lr = {entry.lr_meaning}{state}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tunefree.bench.sweep import resolve_optimizer, resolve_task, run_sweep
+
+    for name in args.optimizers or []:
+        try:
+            resolve_optimizer(name)
+        except ValueError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    refs: list[str] = []
+    for ref in args.task:
+        if ":" not in ref:
+            raise UsageError(f"--task expects MODULE:FACTORY or FILE.py:FACTORY, got {ref!r}")
+        try:
+            resolve_task(ref)
+        except Exception as exc:  # user code: any failure to build the task is a usage error
+            raise UsageError(f"cannot load task {ref}: {exc}".splitlines()[0]) from None
+        refs.append(ref)
+
+    if args.tasks or not refs:
+        tasks, problem = _builtin_tasks()
+        if tasks is None:
+            raise UsageError(f"built-in tasks are not available ({problem}); use --task MODULE:FACTORY")
+        if args.tasks:
+            names = list(args.tasks)
+            for name in names:
+                try:
+                    tasks.get_task(name)  # type: ignore[attr-defined]
+                except (KeyError, ValueError) as exc:
+                    raise UsageError(str(exc).strip("'\"").splitlines()[0]) from None
+                except Exception as exc:  # noqa: BLE001 - a task module that fails to import
+                    raise UsageError(f"task {name!r} cannot be loaded: {type(exc).__name__}: {exc}"
+                                     .splitlines()[0]) from None
+        else:
+            found, broken = _suite_tasks(tasks, args.suite)
+            for name, problem in broken.items():
+                print(f"skipping task {name}: cannot be loaded: {problem}")
+            names = [t.name for t in found]  # type: ignore[attr-defined]
+        refs = list(names) + refs
+
+    if args.grid_points is not None and len(set(args.grid_points)) != len(args.grid_points):
+        raise UsageError("--grid-points must not repeat a value")
+    try:
+        summary = run_sweep(
+            refs, optimizers=args.optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
+            workers=args.workers, exponents=args.grid_points,
+            extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
+            progress=not args.no_progress, report=not args.no_report,
+        )
+    except ValueError as exc:  # raised before any run starts (e.g. an explicitly named optimizer won't import)
+        raise UsageError(str(exc).splitlines()[0]) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing new"
+    print(f"done: {summary.executed} runs executed ({counts}), {summary.skipped} already stored; "
+          f"ledger {summary.ledger_path}")
+    return 0
+
+
+def _cmd_report(folder: str) -> int:
+    from tunefree.bench.ledger import Ledger
+    from tunefree.bench.report import write_report
+
+    if not Ledger.exists(folder):
+        raise UsageError(f"no ledger in {folder!r} (run `tunefree bench --out {folder}` first)")
+    print(write_report(folder))
+    return 0
+
+
+def _cmd_export(folder: str, csv_path: str | None) -> int:
+    from tunefree.bench.ledger import Ledger
+
+    if not Ledger.exists(folder):
+        raise UsageError(f"no ledger in {folder!r}")
+    with Ledger(folder) as ledger:
+        print(ledger.export_csv(csv_path))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tunefree`` console script; returns the exit code."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "bench":
+            return _cmd_bench(args)
+        if args.command == "report":
+            return _cmd_report(args.dir)
+        if args.command == "export":
+            return _cmd_export(args.dir, args.csv)
+    except UsageError as exc:
+        print(f"tunefree: error: {str(exc).removeprefix('tunefree: ')}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
