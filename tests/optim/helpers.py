@@ -58,4 +58,4 @@ def clone_model(model: nn.Module) -> nn.Module:
 
 
 def max_param_diff(a: nn.Module, b: nn.Module) -> float:
-    return max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+    return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters()))
