@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,7 +236,14 @@ def _hash_files(files: Iterable[Path]) -> str:
 
 
 def code_version(task: Task) -> str:
-    """``"<tunefree version>+<hash>"`` over the optimizer sources and the task's module(s)."""
+    """``"<tunefree version>+<hash>"`` over the optimizer sources and the task's module(s).
+
+    ``TUNEFREE_CODE_VERSION`` in the environment pins the version instead, e.g. to resume a long sweep
+    across an edit known not to change results (a comment, a docstring); use it knowingly.
+    """
+    pinned = os.environ.get("TUNEFREE_CODE_VERSION")
+    if pinned:
+        return pinned
     optim_dir = Path(tunefree.__file__).parent / "optim"
     files = list(optim_dir.rglob("*.py")) + _task_source_files(task)
     return f"{tunefree.__version__}+{_hash_files(files)}"
