@@ -174,3 +174,18 @@ def test_make_task_from_plain_callables(tmp_path: Any) -> None:
     with Ledger(tmp_path) as ledger:
         rows = ledger.rows(optimizer="sgd", lr_exp=-1.0)
     assert all(r["steps"] == 20 and r["final_val"] < r["init_val"] for r in rows)
+
+
+def test_standard_suite_extends_a_grid_whose_best_point_is_on_the_edge(tmp_path: Any, tiny_task: TinyTask) -> None:
+    # Adam's default 1e-3 is far too small for 30 steps of this regression: its best grid point is the
+    # upper edge (+2 decades), so the standard suite must add points beyond it until the optimum is inside
+    summary = run_sweep(tiny_task, optimizers=["adam"], seeds=1, out=tmp_path, suite="standard", workers=1,
+                        progress=False, report=False, log=lambda _: None)
+    with Ledger(tmp_path) as ledger:
+        rows = ledger.rows()
+    exps = sorted({r["lr_exp"] for r in rows})
+    assert exps[:9] == [k / 2 for k in range(-4, 5)]
+    assert exps[-1] > 2.0 and summary.total == len(rows)
+    finite = {r["lr_exp"]: r["final_val"] for r in rows if r["final_val"] is not None}
+    best = min(finite, key=finite.get)
+    assert best < exps[-1] or exps[-1] == 4.0  # interior now, or the extension hit its cap
