@@ -1,6 +1,7 @@
 """tunefree: optimizers that adapt their own step size, and a harness that measures the tuning they save."""
 
 from tunefree.optim._core import NonFiniteError
+from tunefree.optim.gala import GALA
 from tunefree.optim.momo import MoMo, MoMoAdam
 from tunefree.optim.registry import (
     OptimizerInfo,
@@ -12,6 +13,7 @@ from tunefree.optim.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "GALA",
     "MoMo",
     "MoMoAdam",
     "NonFiniteError",

@@ -1,0 +1,400 @@
+r"""GALA: the learning rate chosen online by gradient alignment and FTRL (Jiang, Kavis, Mokhtari, 2025).
+
+Choosing a global learning rate ``eta`` is cast as 1-D online learning. After the step
+``x_t = x_{t-1} - eta_{t-1} u_{t-1}`` the optimizer sees the surrogate loss
+
+.. math::  \ell_t(\eta) = -\eta\, a_t + \tfrac{\eta^2}{2} b_t, \qquad
+           a_t = \langle g_t, u_{t-1} \rangle, \qquad
+           b_t = L_t \|u_{t-1}\|^2, \qquad
+           L_t = \frac{\|g_t - \hat g_t\|}{\|x_t - x_{t-1}\|}
+
+(``L_t = 0`` when ``x_t = x_{t-1}``), where ``g_t = grad f(x_t; xi_t)`` and
+``ghat_t = grad f(x_{t-1}; xi_t)`` are two gradients **on the same mini-batch** ``xi_t``. Follow-the-
+Regularized-Leader with the regulariser ``(delta/2)(eta - eta_0)^2`` has the closed form
+
+.. math::  A_t = \sum_{s \le t} a_s, \quad B_t = \sum_{s \le t} b_s, \quad
+           \eta_t = \mathrm{clip}_{[\eta_{min}, \eta_{max}]}\Big(\frac{\delta \eta_0 + A_t}{\delta + B_t}\Big)
+
+(``eta_t = eta_{t-1}`` while ``delta + B_t = 0``; ``eta_1 = clip(eta_0)``). The base optimizer then steps
+with learning rate ``eta_t``. This is the form recommended for tunefree in ``shared/algorithms/gala.md`` §13
+(a generalisation of the third-party "reading A": the extra gradient is taken at the *previous parameters
+on the current batch*, which is what a standard torch closure can do). The paper's own practical
+algorithm could not be read; the following choices are **UNVERIFIED** against it:
+
+* **reading**: §13 above, not "reading B" (current parameters on the previous batch), which needs the
+  previous batch and so cannot be driven by a torch closure.
+* **regulariser**: ``(delta/2)(eta - eta_0)^2``, default ``delta = 0`` (pure data from step 2 on; the
+  initial learning rate is forgotten after the first feedback). ``delta`` has the units of ``b``
+  (curvature x squared direction), so no scale-free default exists.
+* **the eta used at step t** already includes the feedback ``a_t, b_t`` measured at ``x_t`` (it is known
+  before the step is taken).
+* **lower clip** ``lr_min = 0`` (as in the theory); ``lr_max = inf`` (the practical version drops it).
+* **weight decay is decoupled** for both bases (``x <- (1 - lr wd) x - lr u``), also for SGD, whose torch
+  convention couples it into the gradient: then ``g``, ``ghat`` and ``u`` are pure loss quantities and the
+  alignment does not see the regulariser, while ``||x_t - x_{t-1}||`` is still the true distance moved.
+* **no user schedule**: GALA owns the learning rate. ``group["lr"]`` is ``eta_0`` (read at the first step,
+  and as the FTRL centre when ``delta > 0``); an LR scheduler that changes it changes only that, not the
+  step size GALA adapts. Combine a warm-up/decay with GALA outside the optimizer if needed.
+
+Implementation notes:
+
+* ``u_{t-1}`` is **not** derived from ``dx / eta_{t-1}`` (undefined at ``eta = 0``, and wrong with weight
+  decay): for SGD-momentum it is the momentum buffer itself, read before its next update (torch's convention
+  ``buf = momentum * buf + g``, ``u = buf``); for Adam it is recomputed from the stored moments with the
+  previous step's bias corrections, ``mhat / (sqrt(vhat) + eps)``. No extra buffer either way; at ``eta = 0``
+  the alignment ``<g_t, u_{t-1}>`` still moves ``A``, so the method can leave ``eta = 0`` again.
+* **param groups**: one global ``eta``; group ``k`` steps with ``eta * lr_k / lr_0`` (its ``lr`` ratio to
+  the first group), and ``u`` of group ``k`` is scaled by the same ratio inside ``a`` and ``b`` so that the
+  surrogate is exactly the loss of the step actually taken. ``base``, ``delta``, ``lr_min``, ``lr_max`` are
+  global and must agree across groups.
+* **state**: per parameter ``prev_param`` (``x_{t-1}``) plus the base buffers (``momentum_buffer`` or
+  ``exp_avg``/``exp_avg_sq``); global ``step``, ``A``, ``B``, ``eta``, ``dropped_feedback``. Adam's bias
+  corrections use the global step counter (torch counts per parameter; they differ only for parameters
+  that skip steps).
+* **the second evaluation**: the core checks the first closure evaluation (``nonfinite`` policy). A
+  non-finite second evaluation (loss or ``ghat``) must not poison ``A``/``B``: its feedback is dropped
+  (``a_t = b_t = 0``, ``eta`` unchanged), branch-free and without a host sync, under every ``nonfinite``
+  policy; the base step from the (finite) ``g_t`` still happens. ``stats["dropped_feedback"]`` counts them.
+* **side effects of the extra pass**: the global RNG (CPU, and CUDA when initialised) is rewound to its
+  state before the first closure call, so dropout draws the same masks in both passes, and set back
+  afterwards, so the training's random stream is as if the closure ran once (``replay_rng=True``).
+  BatchNorm running statistics can only be protected when the optimizer knows the model:
+  ``GALA(..., model=model)`` or ``opt.attach(model)`` snapshots the running statistics (and
+  ``num_batches_tracked``) of its normalisation layers (or all buffers, ``buffers="all"``) before the
+  extra pass and restores them after. **Without a model, every BatchNorm layer updates its running
+  statistics twice per step**, the second time at the previous parameters.
+* The extra pass sets every ``.grad`` to ``None``, calls the closure, takes the new gradients as ``ghat``
+  and puts the original gradient tensors back, so ``g_t`` is never copied. The closure must compute the
+  gradient afresh (``zero_grad()`` then ``backward()``), as every torch closure does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Literal, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from tunefree.optim._core import (
+    Bucket,
+    Closure,
+    LossLike,
+    TunefreeOptimizer,
+    check_betas,
+    check_range,
+    dot,
+)
+
+__all__ = ["GALA"]
+
+Base = Literal["sgd", "adam"]
+#: hyperparameters that describe the one global learning rate: they must agree across param groups
+_GLOBAL_KEYS = ("base", "delta", "lr_min", "lr_max")
+
+
+class GALA(TunefreeOptimizer):
+    r"""GALA: SGD-momentum or Adam whose learning rate is adapted online by gradient alignment + FTRL.
+
+    Per step ``t`` (see the module docstring for the math and the UNVERIFIED choices)::
+
+        g_t    = grad f(x_t; xi_t)                        # the closure, first call (by step())
+        ghat_t = grad f(x_{t-1}; xi_t)                    # t >= 2: the closure again, at stored x_{t-1}
+        a_t = <g_t, u_{t-1}>,  L_t = ||g_t - ghat_t|| / ||x_t - x_{t-1}||,  b_t = L_t ||u_{t-1}||^2
+        A += a_t,  B += b_t,   eta_t = clip((delta eta_0 + A) / (delta + B), lr_min, lr_max)
+        sgd:  buf = momentum buf + g_t,  u_t = buf
+        adam: m, v as in Adam,           u_t = mhat / (sqrt(vhat) + eps)
+        x_{t+1} = (1 - eta_t wd) x_t - eta_t u_t          # per group: eta_t * lr_k / lr_0
+
+    Args:
+        params: parameters or param groups.
+        lr: the initial learning rate ``eta_0`` (default 0.1; use about 1e-3 with ``base="adam"``). GALA
+            adapts the rate from the second step on; ``lr`` of further groups sets their ratio to the first.
+        base: ``"sgd"`` (heavy-ball momentum, torch's convention) or ``"adam"``.
+        momentum: SGD momentum factor in [0, 1) (``base="sgd"``).
+        betas, eps: Adam's EMA factors and denominator constant (``base="adam"``).
+        weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
+        delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
+        lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
+        model: the module trained, so that the extra pass can restore its BatchNorm statistics (see
+            :meth:`attach`).
+        buffers: which buffers of ``model`` are restored: ``"norm"`` (running statistics of normalisation
+            layers, default) or ``"all"``.
+        replay_rng: rewind the global RNG for the extra pass (same dropout masks in both passes) and
+            restore it afterwards (default True).
+        nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
+
+    ``step(closure)`` is required and calls the closure **twice** from the second step on.
+    ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
+    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.1,
+        base: Base = "sgd",
+        momentum: float = 0.9,
+        betas: Sequence[float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        delta: float = 0.0,
+        lr_min: float = 0.0,
+        lr_max: float = math.inf,
+        *,
+        model: Optional[nn.Module] = None,
+        buffers: Literal["norm", "all"] = "norm",
+        replay_rng: bool = True,
+        nonfinite: str = "raise",
+        process_group: Any = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
+            eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max,
+        )
+        super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
+        self.replay_rng = bool(replay_rng)
+        self._model: Optional[nn.Module] = None
+        self._buffer_kind: str = "norm"
+        self._rng_before: Optional[tuple[Tensor, Optional[list[Tensor]]]] = None
+        if model is not None or buffers != "norm":
+            self.attach(model, buffers=buffers)
+
+    # ------------------------------------------------------------------ validation
+    def validate_group(self, group: dict[str, Any]) -> None:
+        name = "GALA"
+        group["lr"] = check_range(name, "lr", group["lr"], 0.0, low_inclusive=False, high=math.inf, high_inclusive=False)
+        if group["base"] not in ("sgd", "adam"):
+            raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
+        check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_inclusive=False)
+        group["betas"] = check_betas(name, group["betas"])
+        check_range(name, "eps", group["eps"], 0.0)
+        check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
+        lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
+        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True)
+        if group["lr_max"] <= 0:
+            raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
+        first = self.param_groups[0]
+        for key in _GLOBAL_KEYS:
+            if group[key] != first[key]:
+                raise ValueError(
+                    f"{name}: all param groups must share {key} (GALA adapts one global learning rate); "
+                    f"got {group[key]!r} and {first[key]!r}"
+                )
+
+    # ------------------------------------------------------------------ model / RNG side effects
+    def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
+        """Let the extra pass restore ``model``'s buffers (BatchNorm running statistics) afterwards.
+
+        ``buffers="norm"`` snapshots the buffers of normalisation layers that track running statistics
+        (BatchNorm*, SyncBatchNorm, InstanceNorm with ``track_running_stats``); ``"all"`` every buffer
+        of the model (for custom layers with forward side effects). ``attach(None)`` detaches.
+        Returns the optimizer, so ``opt = GALA(...).attach(model)`` works.
+        """
+        if buffers not in ("norm", "all"):
+            raise ValueError(f"GALA: buffers must be 'norm' or 'all', got {buffers!r}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"GALA: model must be a torch.nn.Module, got {type(model).__name__}")
+        self._model, self._buffer_kind = model, buffers
+        return self
+
+    def _protected_buffers(self) -> list[Tensor]:
+        if self._model is None:
+            return []
+        if self._buffer_kind == "all":
+            return list(self._model.buffers())
+        found: list[Tensor] = []
+        for module in self._model.modules():
+            # _NormBase is the common base of BatchNorm*, SyncBatchNorm and InstanceNorm*.
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+                found += [b for b in module.buffers(recurse=False) if b is not None]
+        return found
+
+    @staticmethod
+    def _get_rng() -> tuple[Tensor, Optional[list[Tensor]]]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return torch.get_rng_state(), cuda
+
+    @staticmethod
+    def _set_rng(state: tuple[Tensor, Optional[list[Tensor]]]) -> None:
+        cpu, cuda = state
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure: Optional[Closure] = None, *, loss: Optional[LossLike] = None) -> Optional[LossLike]:  # type: ignore[override]
+        """One GALA step; ``closure`` (re-evaluates the current batch, calls ``backward()``) is required.
+
+        From the second step on the closure is called twice: at the current parameters (the gradient
+        the base optimizer steps with) and at the previous parameters on the same batch (the curvature
+        estimate that sets the learning rate). Returns the first call's loss.
+        """
+        if closure is None:
+            raise ValueError(
+                "GALA.step needs a closure: optimizer.step(closure) where closure() zeroes the gradients, "
+                "evaluates the current mini-batch, calls backward() and returns the loss. GALA calls it "
+                "twice per step (from the second step on): once at the current parameters and once at the "
+                "previous parameters on the same batch, to measure how the gradient changed along the last "
+                "step; a loss or gradients computed outside step() cannot give it that second gradient."
+            )
+        self._rng_before = self._get_rng() if self.replay_rng else None
+        try:
+            return super().step(closure, loss=loss)
+        finally:
+            self._rng_before = None
+
+    def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        # x_{t-1} starts at the current point: a parameter first seen now has not moved (dx = 0).
+        state = {"prev_param": param.detach().clone()}
+        if group["base"] == "sgd":
+            # buf = 0 makes the first update buf = g, torch's first-step convention, in one code path.
+            state["momentum_buffer"] = torch.zeros_like(param)
+        else:
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        return state
+
+    def _extra_pass(self, closure: Closure) -> tuple[dict[Tensor, Optional[Tensor]], Optional[Tensor]]:
+        """Gradients at the stored ``x_{t-1}`` on the current batch; parameters and grads restored after.
+
+        Returns ({param: ghat or None}, the second loss or None). Afterwards ``prev_param`` is ``x_t``.
+        """
+        params = [p for group in self.param_groups for p in group["params"]]
+        tracked = [p for p in params if "prev_param" in self.state.get(p, {})]
+        current = [p.detach().clone() for p in tracked]
+        previous = [self.state[p]["prev_param"] for p in tracked]
+        saved_grads = [p.grad for p in params]
+        protected = self._protected_buffers()
+        buffer_snapshot = [b.clone() for b in protected]
+        rng_after = self._get_rng() if self._rng_before is not None else None
+        try:
+            if tracked:
+                torch._foreach_copy_(tracked, previous)
+            for p in params:
+                p.grad = None  # backward allocates fresh tensors: the saved g_t is never overwritten
+            if self._rng_before is not None:
+                self._set_rng(self._rng_before)
+            with torch.enable_grad():
+                returned = closure()
+            ghat = {p: p.grad for p in params}
+        finally:
+            # Restore everything even if the closure raised: parameters, gradients, buffers, RNG.
+            if tracked:
+                torch._foreach_copy_(tracked, current)
+            for p, g in zip(params, saved_grads):
+                p.grad = g
+            for b, snapshot in zip(protected, buffer_snapshot):
+                b.copy_(snapshot)
+            if rng_after is not None:
+                self._set_rng(rng_after)
+        # The clones of x_t become the next step's x_{t-1} (no copy).
+        for p, x in zip(tracked, current):
+            self.state[p]["prev_param"] = x
+        loss2 = None
+        if returned is not None:
+            loss2 = returned.detach().reshape(()) if isinstance(returned, Tensor) else torch.tensor(float(returned))
+        return ghat, loss2
+
+    def _previous_direction(self, bucket: Bucket, step: Tensor) -> list[Tensor]:
+        """``u_{t-1}`` of the bucket's params (before the base optimizer updates its buffers)."""
+        if bucket.group["base"] == "sgd":
+            return bucket.state["momentum_buffer"]
+        return self._adam_direction(bucket, step - 1)
+
+    @staticmethod
+    def _adam_direction(bucket: Bucket, step: Tensor) -> list[Tensor]:
+        """``mhat / (sqrt(vhat) + eps)`` from the stored moments with bias corrections of ``step``."""
+        beta1, beta2 = bucket.group["betas"]
+        dtype = bucket.params[0].dtype
+        bias1 = (1.0 - beta1 ** step).to(dtype)
+        bias2_sqrt = torch.sqrt(1.0 - beta2 ** step).to(dtype)
+        direction = torch._foreach_sqrt(bucket.state["exp_avg_sq"])
+        torch._foreach_div_(direction, bias2_sqrt)
+        torch._foreach_add_(direction, bucket.group["eps"])
+        torch._foreach_mul_(direction, bias1)
+        for moment, denominator in zip(bucket.state["exp_avg"], direction):
+            torch.div(moment, denominator, out=denominator)
+        return direction
+
+    def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        assert closure is not None  # guaranteed by step()
+        first = self.param_groups[0]
+        eta0, delta = first["lr"], first["delta"]
+        lr_min, lr_max = first["lr_min"], first["lr_max"]
+        feedback = "eta" in self.global_state  # a Python fact (not a tensor value): no host sync
+        step = self.global_scalar("step", 0.0)
+        step.add_(1)
+        eta = self.global_scalar("eta", min(max(eta0, lr_min), lr_max))
+        big_a = self.global_scalar("A", 0.0)
+        big_b = self.global_scalar("B", 0.0)
+        dropped = self.global_scalar("dropped_feedback", 0.0)
+        device, dtype = self.scalar_device_dtype()
+        zero = torch.zeros((), device=device, dtype=dtype)
+        alignment, curvature = zero, zero
+
+        buckets = self.all_buckets()  # creates the state of new params (prev_param = x_t) first
+        if feedback:
+            ghat, loss2 = self._extra_pass(closure)
+            sums = [zero, zero, zero, zero]  # <g, u>, ||g - ghat||^2, ||dx||^2, ||u||^2
+            for bucket in buckets:
+                ratio = bucket.group["lr"] / eta0
+                u_prev = self._previous_direction(bucket, step)
+                # prev_param of the bucket's state lists is still x_{t-1} (the dict now holds x_t).
+                dx = torch._foreach_sub(bucket.params, bucket.state["prev_param"])
+                for p, g, u, d in zip(bucket.params, bucket.grads, u_prev, dx):
+                    gh = ghat[p]
+                    diff = g if gh is None else gh.sub_(g)  # sign is irrelevant for the norm
+                    sums[0] = sums[0] + ratio * dot(g, u, dtype)
+                    sums[1] = sums[1] + dot(diff, diff, dtype)
+                    sums[2] = sums[2] + dot(d, d, dtype)
+                    sums[3] = sums[3] + (ratio * ratio) * dot(u, u, dtype)
+            totals, mean_loss2 = self.reduce(sums, loss2)
+            align, diff_sq, dx_sq, u_sq = totals[0], totals[1], totals[2], totals[3]
+            moved = dx_sq > 0
+            curvature = torch.where(moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), zero)
+            b_t = curvature * u_sq
+            # A non-finite second evaluation (or an overflow) drops this step's feedback entirely.
+            ok = torch.isfinite(align) & torch.isfinite(b_t)
+            if mean_loss2 is not None:
+                ok = ok & torch.isfinite(mean_loss2)
+            alignment = torch.where(ok, align, zero)
+            curvature = torch.where(ok, curvature, zero)
+            big_a.add_(alignment)
+            big_b.add_(torch.where(ok, b_t, zero))
+            dropped.add_((~ok).to(dtype))
+            denominator = delta + big_b
+            positive = denominator > 0
+            candidate = (delta * eta0 + big_a) / torch.where(positive, denominator, 1.0)
+            eta.copy_(torch.where(positive, candidate.clamp(lr_min, lr_max), eta))
+
+        for bucket in buckets:
+            lr = eta.to(bucket.params[0].dtype) * (bucket.group["lr"] / eta0)
+            self._base_step(bucket, step, lr)
+
+        self.stats = {
+            "lr": eta.clone(),
+            "alignment": alignment.clone(),
+            "curvature": curvature.clone(),
+            "A": big_a.clone(),
+            "B": big_b.clone(),
+            "step": step.clone(),
+            "dropped_feedback": dropped.clone(),
+        }
+
+    def _base_step(self, bucket: Bucket, step: Tensor, lr: Tensor) -> None:
+        group = bucket.group
+        if group["base"] == "sgd":
+            direction = bucket.state["momentum_buffer"]
+            torch._foreach_mul_(direction, group["momentum"])
+            torch._foreach_add_(direction, bucket.grads)
+        else:
+            beta1, beta2 = group["betas"]
+            torch._foreach_lerp_(bucket.state["exp_avg"], bucket.grads, 1.0 - beta1)
+            torch._foreach_mul_(bucket.state["exp_avg_sq"], beta2)
+            torch._foreach_addcmul_(bucket.state["exp_avg_sq"], bucket.grads, bucket.grads, value=1.0 - beta2)
+            direction = self._adam_direction(bucket, step)
+        if group["weight_decay"] != 0:
+            torch._foreach_mul_(bucket.params, 1.0 - lr * group["weight_decay"])
+        torch._foreach_addcmul_(bucket.params, direction, [lr] * len(direction), value=-1)

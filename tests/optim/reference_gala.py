@@ -1,0 +1,106 @@
+"""Plain reference loop of GALA, written from shared/algorithms/gala.md §13 (not from tunefree.GALA).
+
+Per-tensor torch ops, Python floats for every global scalar, the stored previous parameters and the
+previous direction kept as explicit copies (no buffer tricks), the extra closure call done naively.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .references import Reference
+
+
+class GALAReference(Reference):
+    """gala.md §13 with: eta used at step t includes the feedback measured at x_t; decoupled weight decay;
+    group k steps with eta * lr_k / lr_0; Adam bias corrections from the global step counter."""
+
+    def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf):
+        super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
+        self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
+        self.t = 0
+        self.A = self.B = 0.0
+        self.eta = None
+        self.x_prev: dict[int, torch.Tensor] = {}
+        self.u_prev: dict[int, torch.Tensor] = {}  # the direction of the last step, per unit of eta
+
+    def step(self, closure) -> float:
+        with torch.enable_grad():
+            loss = float(closure().detach())
+        self.t += 1
+        eta0 = self.groups[0]["lr"]
+        active = list(self.params())
+        if self.eta is None:
+            self.eta = min(max(eta0, self.lr_min), self.lr_max)
+        for group, p in active:
+            if id(p) not in self.x_prev:  # first time with a gradient: not moved yet, no direction yet
+                self.x_prev[id(p)] = p.detach().clone()
+                self.u_prev[id(p)] = torch.zeros_like(p)
+        if self.t >= 2:
+            all_params = [p for group in self.groups for p in group["params"]]
+            x_now = {id(p): p.detach().clone() for p in all_params}
+            g_now = {id(p): None if p.grad is None else p.grad.clone() for p in all_params}
+            with torch.no_grad():
+                for p in all_params:
+                    if id(p) in self.x_prev:
+                        p.copy_(self.x_prev[id(p)])
+            with torch.enable_grad():
+                closure()
+            ghat = {id(p): None if p.grad is None else p.grad.clone() for p in all_params}
+            with torch.no_grad():
+                for p in all_params:
+                    p.copy_(x_now[id(p)])
+                    p.grad = g_now[id(p)]
+            a = diff_sq = dx_sq = u_sq = 0.0
+            for group, p in active:
+                u = self.u_prev[id(p)]
+                g = p.grad
+                gh = ghat[id(p)] if ghat[id(p)] is not None else torch.zeros_like(p)
+                dx = p.detach() - self.x_prev[id(p)]
+                a += float((g * u).sum())
+                diff_sq += float(((g - gh) ** 2).sum())
+                dx_sq += float((dx * dx).sum())
+                u_sq += float((u * u).sum())
+            L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else 0.0
+            b = L * u_sq
+            if math.isfinite(a) and math.isfinite(b):
+                self.A += a
+                self.B += b
+            den = self.delta + self.B
+            if den > 0:
+                self.eta = min(max((self.delta * eta0 + self.A) / den, self.lr_min), self.lr_max)
+            self.L, self.a = L, a
+        for p in [p for group in self.groups for p in group["params"]]:
+            if id(p) in self.x_prev:
+                self.x_prev[id(p)] = p.detach().clone()
+        self._base_step(active, eta0)
+        return loss
+
+    @torch.no_grad()
+    def _base_step(self, active, eta0) -> None:
+        t = self.t
+        for group, p in active:
+            ratio = group["lr"] / eta0
+            lr = self.eta * ratio
+            g = p.grad
+            state = self.state.setdefault(id(p), {})
+            if self.base == "sgd":
+                buf = state.get("buf")
+                state["buf"] = g.clone() if buf is None else group["momentum"] * buf + g
+                u = state["buf"]
+            else:
+                b1, b2 = group["betas"]
+                m = state.get("m", torch.zeros_like(p))
+                v = state.get("v", torch.zeros_like(p))
+                state["m"] = b1 * m + (1 - b1) * g
+                state["v"] = b2 * v + (1 - b2) * g * g
+                mhat = state["m"] / (1 - b1**t)
+                vhat = state["v"] / (1 - b2**t)
+                u = mhat / (vhat.sqrt() + group["eps"])
+            p.mul_(1 - lr * group["weight_decay"])
+            p.sub_(lr * u)
+            # the direction per unit of GALA's eta: this group moved by eta * ratio * u
+            self.u_prev[id(p)] = ratio * u
