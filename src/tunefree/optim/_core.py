@@ -28,12 +28,20 @@ from torch import Tensor
 
 __all__ = [
     "Bucket",
+    "CPU_BLOCK_NUMEL",
     "NonFiniteError",
     "TunefreeOptimizer",
+    "advance_step_counters",
+    "bias_correction",
+    "block_numel",
+    "cache_blocks",
     "check_betas",
     "check_range",
+    "coupled_weight_decay",
+    "decoupled_weight_decay_",
     "dot",
     "local_tensor",
+    "new_step_counter",
 ]
 
 NonFinitePolicy = Literal["raise", "skip", "off"]
@@ -396,3 +404,95 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                             f"{type(self).__name__}.load_state_dict: state {key!r} has shape "
                             f"{tuple(value.shape)} but its parameter has shape {tuple(param.shape)}"
                         )
+
+
+# ---------------------------------------------------------------------- elementwise (Adam-like) helpers
+# Shared by SMES, AGD and RSGDM: per-tensor step counters with bias corrections computed from them on the
+# device, coupled / decoupled weight decay, and cache-sized blocks for the CPU fast path.
+
+#: Elements per block of the CPU fast path (see :func:`cache_blocks`): ~1 MiB per fp32 list, so that the
+#: five or six lists an elementwise kernel touches stay in L2/L3 cache across its passes.
+CPU_BLOCK_NUMEL = 1 << 18
+
+
+def new_step_counter(param: Tensor) -> Tensor:
+    """A per-tensor step counter: 0-dim, on ``param``'s device, float64 (float32 where the device has no
+    float64, e.g. MPS). Stored under the state key ``"step"`` so that ``load_state_dict`` keeps its dtype
+    (torch casts every other floating state entry to the parameter's dtype, and bf16 cannot count)."""
+    dtype = torch.float32 if param.device.type == "mps" else torch.float64
+    return torch.zeros((), dtype=dtype, device=param.device)
+
+
+def advance_step_counters(steps: list[Tensor]) -> Tensor:
+    """Add 1 to each per-tensor step counter (in place) and return them stacked, shape ``(n,)``.
+
+    The bias corrections of all tensors are then a few vectorised ops on this stack (no host sync); use
+    ``.unbind(0)`` to turn a per-tensor scalar vector into the list of 0-dim tensors that ``_foreach_*``
+    ops broadcast against their tensor lists.
+    """
+    torch._foreach_add_(steps, 1.0)
+    return torch.stack(steps)
+
+
+def bias_correction(steps: Tensor, beta: float) -> Tensor:
+    """``1 - beta**t`` elementwise for a vector of step counts (0 at ``t = 0``)."""
+    return 1.0 - torch.pow(beta, steps)
+
+
+def coupled_weight_decay(params: list[Tensor], grads: list[Tensor], weight_decay: float) -> list[Tensor]:
+    """``g + weight_decay * x`` as new tensors (L2 added to the gradient; ``p.grad`` is left untouched).
+    Returns ``grads`` itself when ``weight_decay`` is 0."""
+    if weight_decay == 0:
+        return grads
+    return torch._foreach_add(grads, params, alpha=weight_decay)
+
+
+def decoupled_weight_decay_(params: list[Tensor], factor: float) -> None:
+    """``x <- factor * x`` in place (AdamW-style decay, ``factor = 1 - lr * weight_decay``); no-op at 1."""
+    if factor != 1.0:
+        torch._foreach_mul_(params, factor)
+
+
+def cache_blocks(lists: Sequence[Sequence[Tensor]], max_numel: Optional[int]) -> list[list[list[Tensor]]]:
+    """Cut aligned tensor lists into blocks of at most ``max_numel`` elements each.
+
+    ``lists[k][i]`` belongs to tensor ``i``; entries with the shape of ``lists[0][i]`` are cut into flat
+    slices (views, so in-place ops write through), other entries (per-tensor 0-dim scalars) are repeated
+    for every slice. A kernel that runs its ``_foreach_*`` passes block by block reads and writes main
+    memory about once per list instead of once per pass: on CPU each pass over a tensor larger than the
+    cache costs a full trip to memory, and each temporary a fresh page-faulting allocation.
+
+    ``max_numel=None`` returns one block holding the lists unchanged (GPU, ``torch.compile``).
+    """
+    if max_numel is None:
+        return [[list(tensors) for tensors in lists]]
+    blocks: list[list[list[Tensor]]] = []
+    current: list[list[Tensor]] = [[] for _ in lists]
+    filled = 0
+    for i, lead in enumerate(lists[0]):
+        entries = [tensors[i] for tensors in lists]
+        sliced = [e.shape == lead.shape for e in entries]
+        numel = lead.numel()
+        splittable = numel > max_numel and all(e.is_contiguous() for e, s in zip(entries, sliced) if s)
+        flat = [e.view(-1) if s else e for e, s in zip(entries, sliced)] if splittable else entries
+        start = 0
+        while start < numel:
+            stop = min(numel, start + max_numel) if splittable else numel
+            for k, (e, s) in enumerate(zip(flat, sliced)):
+                current[k].append(e[start:stop] if (s and splittable) else e)
+            filled += stop - start
+            start = stop
+            if filled >= max_numel:
+                blocks.append(current)
+                current, filled = [[] for _ in lists], 0
+    if current[0]:
+        blocks.append(current)
+    return blocks
+
+
+def block_numel(device: torch.device) -> Optional[int]:
+    """Block size for :func:`cache_blocks` on ``device``: :data:`CPU_BLOCK_NUMEL` for eager CPU steps,
+    None (no blocking: one multi-tensor launch per op is best there) on accelerators and when compiling."""
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    return CPU_BLOCK_NUMEL

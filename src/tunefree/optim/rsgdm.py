@@ -1,0 +1,130 @@
+r"""RSGDM: SGD-momentum rectified by a differential term (Yuan & Hu, CSA 2021; Qin et al., arXiv 2409.15314).
+
+The momentum (an EMA of gradients) lags a drifting gradient; RSGDM adds ``beta`` times an EMA of the
+stepwise gradient differences ``g_t - g_{t-1}`` (the trend) to it. With equal factors and zero
+initialisation the two EMAs merge into one (rsgdm.md §3, exact by linearity):
+
+.. math::
+
+    n_t = \beta n_{t-1} + (1-\beta)\big((1+\beta) g_t - \beta g_{t-1}\big), \qquad
+    x_{t+1} = x_t - \eta\, n_t ,
+
+i.e. SGD whose EMA momentum averages the extrapolated gradient ``g_t + beta (g_t - g_{t-1})``. Two
+buffers: ``n`` and ``g_prev``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Literal, Optional
+
+import torch
+from torch import Tensor
+
+from tunefree.optim._core import (
+    Bucket,
+    Closure,
+    TunefreeOptimizer,
+    block_numel,
+    cache_blocks,
+    check_range,
+    coupled_weight_decay,
+)
+
+__all__ = ["RSGDM"]
+
+FirstStep = Literal["zero_diff", "zero_prev"]
+
+
+class RSGDM(TunefreeOptimizer):
+    r"""RSGDM: EMA SGD-momentum plus ``beta`` times an EMA of gradient differences (2-buffer form).
+
+    Per tensor, step ``t = 1, 2, ...``::
+
+        g_t <- g_t + lambda x_t                                      (coupled L2, before differencing)
+        n_t = beta n_{t-1} + (1 - beta) ((1 + beta) g_t - beta g_{t-1})     (n_0 = 0)
+        x_{t+1} = x_t - lr n_t;   g_prev <- g_t
+
+    which equals the paper's form ``m_t = EMA(g)``, ``z_t = EMA(g_t - g_{t-1})``, ``n_t = m_t + beta z_t``.
+
+    **What lr means.** ``lr`` is the step size of *dampened* (EMA) momentum, about ``1/(1-beta)`` (10x)
+    the learning rate of ``torch.optim.SGD(momentum=beta)``: ``SGD(lr=a, momentum=b)`` corresponds to
+    ``RSGDM(lr=a/(1-b), beta=b)``. With ``correction=False`` and ``dampening=0`` that correspondence is
+    exact, first step included (``n_t = (1-b) buf_t`` because torch's ``buf_1 = g_1`` is the zero-started
+    sum); with ``correction=True`` it holds exactly against the undampened rectified momentum
+    ``n'_t = b n'_{t-1} + (1+b) g_t - b g_{t-1}`` (rsgdm.md §3), which torch does not have.
+    ``SGD(momentum=b, dampening=b)`` differs from ``RSGDM(lr, beta=b, correction=False)`` by
+    ``lr * b^t * g_1`` in the momentum (torch starts its buffer at ``g_1``, not at 0).
+
+    UNVERIFIED choices (no official code; the equations come from a third-party page, rsgdm.md):
+
+    * The correction coefficient is ``beta`` (a full lag correction would use ``beta / (1 - beta)``).
+    * First step (``first_step``): ``"zero_diff"`` (default) takes ``g_0 = g_1``, so ``dg_1 = 0`` and
+      ``n_1 = (1-beta) g_1`` (as Adan does); ``"zero_prev"`` takes ``g_0 = 0``, ``n_1 = (1-beta^2) g_1``.
+    * No bias correction; weight decay is coupled L2 added before differencing (so ``g_prev`` holds it).
+
+    Args:
+        params: parameters or param groups.
+        lr: step size of the EMA-form (dampened) momentum (default 1.0, i.e. torch SGD-M's 0.1 at beta 0.9).
+        beta: EMA factor of the momentum, also the coefficient of the difference term (default 0.9).
+        weight_decay: coupled L2 ``lambda`` (default 0; 5e-4 in the CIFAR recipes).
+        first_step: ``"zero_diff"`` or ``"zero_prev"`` (see above).
+        correction: False drops the difference term: plain EMA SGD-momentum (one buffer, no ``g_prev``).
+        nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        beta: float = 0.9,
+        weight_decay: float = 0.0,
+        first_step: FirstStep = "zero_diff",
+        correction: bool = True,
+        *,
+        nonfinite: str = "raise",
+        process_group: Any = "auto",
+    ) -> None:
+        defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, first_step=first_step, correction=bool(correction))
+        super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
+
+    def validate_group(self, group: dict[str, Any]) -> None:
+        check_range("RSGDM", "lr", group["lr"], 0.0)
+        check_range("RSGDM", "beta", group["beta"], 0.0, 1.0, high_inclusive=False)
+        check_range("RSGDM", "weight_decay", group["weight_decay"], 0.0)
+        if group["first_step"] not in ("zero_diff", "zero_prev"):
+            raise ValueError(f"RSGDM: first_step must be 'zero_diff' or 'zero_prev', got {group['first_step']!r}")
+
+    def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
+        state = {"momentum_buffer": torch.zeros_like(param)}
+        if group["correction"]:
+            if group["first_step"] == "zero_diff":
+                # g_0 = g_1 (with the L2 term, as the step will see it): the first difference is 0
+                state["previous_grad"] = coupled_weight_decay([param], [grad], group["weight_decay"])[0].clone()
+            else:
+                state["previous_grad"] = torch.zeros_like(param)
+        return state
+
+    def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        for group in self.param_groups:
+            for bucket in self.buckets(group):
+                self._bucket_step(bucket)
+
+    def _bucket_step(self, bucket: Bucket) -> None:
+        group = bucket.group
+        lr, beta = group["lr"], group["beta"]
+        grads = coupled_weight_decay(bucket.params, bucket.grads, group["weight_decay"])
+        correction = group["correction"]
+        lists = [bucket.params, grads, bucket.state["momentum_buffer"]]
+        if correction:
+            lists.append(bucket.state["previous_grad"])
+        for block in cache_blocks(lists, block_numel(bucket.params[0].device)):
+            params, block_grads, momentum = block[:3]
+            if correction:
+                previous = block[3]
+                # previous <- g + beta (g - g_prev) = (1 + beta) g - beta g_prev, in place (one pass)
+                torch._foreach_lerp_(previous, block_grads, 1.0 + beta)
+                torch._foreach_lerp_(momentum, previous, 1.0 - beta)
+                torch._foreach_copy_(previous, block_grads)
+            else:
+                torch._foreach_lerp_(momentum, block_grads, 1.0 - beta)
+            torch._foreach_add_(params, momentum, alpha=-lr)
