@@ -66,7 +66,7 @@ class GALAReference(Reference):
                 u_sq += float((u * u).sum())
             L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else 0.0
             b = L * u_sq
-            if math.isfinite(a) and math.isfinite(b):
+            if math.isfinite(a) and math.isfinite(b) and math.isfinite(diff_sq):
                 self.A += a
                 self.B += b
             den = self.delta + self.B

@@ -356,7 +356,8 @@ class GALA(TunefreeOptimizer):
             curvature = torch.where(moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), zero)
             b_t = curvature * u_sq
             # A non-finite second evaluation (or an overflow) drops this step's feedback entirely.
-            ok = torch.isfinite(align) & torch.isfinite(b_t)
+            # (diff_sq is checked itself: with dx = 0 the curvature ignores it, the rule must not.)
+            ok = torch.isfinite(align) & torch.isfinite(b_t) & torch.isfinite(diff_sq)
             if mean_loss2 is not None:
                 ok = ok & torch.isfinite(mean_loss2)
             alignment = torch.where(ok, align, zero)
