@@ -227,3 +227,163 @@ def test_eta_can_leave_zero() -> None:
     assert float(optimizer.stats["curvature"]) == 0.0
     assert float(optimizer.stats["alignment"]) == pytest.approx(5.0)
     assert float(optimizer.stats["lr"]) == pytest.approx((5.0 - 1e-3) / 1.0)
+
+
+# ---------------------------------------------------------------------------------------- does GALA adapt?
+# Issue 3's acceptance: from initial learning rates 1e-5 ... 1, GALA ends with learning rates within 3x of
+# each other and a loss within 2x of the best fixed-lr SGD-momentum run of the same length, while plain SGD
+# spreads. Measured result (see the report table printed with -s, and the README): NOT met as stated.
+# The tests below assert what GALA really does; the literal acceptance is kept as strict xfails, so that a
+# change that meets it shows up as XPASS.
+
+STARTS = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+SGD_GRID = [10 ** (k / 4) for k in range(-20, 5)]  # 1e-5 ... 10, 4 per decade
+STEPS = 300
+
+
+def _quadratic():
+    """f(x) = 0.5 sum_i lam_i x_i^2, lam log-spaced in [1e-3, 1] (condition number 1000), full batch."""
+    lam = torch.logspace(-3, 0, 50, dtype=torch.float64)
+
+    def make():
+        x = nn.Parameter(torch.ones(50, dtype=torch.float64))
+        loss_at = lambda step: 0.5 * (lam * x * x).sum()  # noqa: E731
+        return [x], loss_at, lambda: float(loss_at(0).detach())
+
+    return make
+
+
+def _mlp():
+    """Teacher-student regression, 256 samples, an 8-32-1 tanh MLP, mini-batches of 32 cycled in order."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=generator, dtype=torch.float64)
+    teacher = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).double()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
+        y = teacher(x) + 0.05 * torch.randn(256, 1, generator=generator, dtype=torch.float64)
+
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1)).double()
+
+        def loss_at(step):
+            i = (step * 32) % 256
+            return ((model(x[i:i + 32]) - y[i:i + 32]) ** 2).mean()
+
+        def full_loss():
+            with torch.no_grad():
+                return float(((model(x) - y) ** 2).mean())
+
+        return list(model.parameters()), loss_at, full_loss
+
+    return make
+
+
+PROBLEMS = {"quadratic": _quadratic, "mlp": _mlp}
+
+
+def _run(problem: str, factory) -> tuple[float, float]:
+    """(final full loss, final learning rate); a diverged run has loss inf."""
+    params, loss_at, full_loss = PROBLEMS[problem]()()
+    optimizer = factory(params)
+    try:
+        for step in range(STEPS):
+            def closure(step=step):
+                optimizer.zero_grad()
+                loss = loss_at(step)
+                loss.backward()
+                return loss
+            optimizer.step(closure)
+    except Exception:  # NonFiniteError from GALA: a diverged run, as for SGD below
+        return math.inf, math.nan
+    final = full_loss()
+    lr = float(optimizer.stats["lr"]) if isinstance(optimizer, GALA) else optimizer.param_groups[0]["lr"]
+    return (final if math.isfinite(final) else math.inf), lr
+
+
+@lru_cache(maxsize=None)
+def _results(problem: str, base: str) -> dict:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gala = {lr0: _run(problem, lambda p, lr0=lr0: GALA(p, lr=lr0, base=base)) for lr0 in STARTS}
+        sgd = {lr: _run(problem, lambda p, lr=lr: torch.optim.SGD(p, lr=lr, momentum=0.9))[0]
+               for lr in sorted(set(SGD_GRID) | set(STARTS))}
+    finally:
+        torch.set_num_threads(before)
+    best_lr = min(sgd, key=sgd.get)
+    lines = [f"[{problem}, GALA base={base}] best SGD-M over the grid: lr={best_lr:.3g} loss={sgd[best_lr]:.3g}"]
+    for lr0 in STARTS:
+        loss, lr = gala[lr0]
+        lines.append(f"  start {lr0:g}: GALA final lr={lr:.3g} loss={loss:.3g} | SGD-M lr={lr0:g} loss={sgd[lr0]:.3g}")
+    print("\n".join(lines))
+    return {"gala": gala, "sgd": sgd, "best": sgd[best_lr]}
+
+
+def _spread(values) -> float:
+    values = list(values)
+    return max(values) / min(values) if min(values) > 0 else math.inf
+
+
+@pytest.mark.parametrize("problem", list(PROBLEMS))
+def test_plain_sgd_spreads_over_the_starts(problem: str) -> None:
+    sgd = _results(problem, "sgd")["sgd"]
+    assert _spread(sgd[lr] for lr in STARTS) > 100
+
+
+ACCEPTANCE_NOTE = (
+    "issue 3 acceptance not met by gala.md §13 as implemented; measured numbers in the test report/README"
+)
+
+
+@pytest.mark.parametrize("problem,base", [
+    pytest.param("quadratic", "sgd", marks=pytest.mark.xfail(strict=True, reason=ACCEPTANCE_NOTE)),
+    pytest.param("quadratic", "adam", marks=pytest.mark.xfail(strict=True, reason=ACCEPTANCE_NOTE)),
+    pytest.param("mlp", "sgd", marks=pytest.mark.xfail(strict=True, reason=ACCEPTANCE_NOTE)),
+    pytest.param("mlp", "adam", marks=pytest.mark.xfail(strict=True, reason=ACCEPTANCE_NOTE)),
+])
+def test_acceptance_as_stated(problem: str, base: str) -> None:
+    result = _results(problem, base)
+    lrs = [result["gala"][lr0][1] for lr0 in STARTS]
+    losses = [result["gala"][lr0][0] for lr0 in STARTS]
+    assert _spread(lrs) <= 3
+    assert max(losses) <= 2 * result["best"]
+
+
+def test_quadratic_sgd_momentum_base_adapts_but_conservatively() -> None:
+    """Same learning rate from every start (within 3x), but about (1 - momentum) / (2 L): far below the best
+    fixed heavy-ball rate, so the loss stays orders of magnitude above tuned SGD-momentum."""
+    result = _results("quadratic", "sgd")
+    lrs = [result["gala"][lr0][1] for lr0 in STARTS]
+    losses = [result["gala"][lr0][0] for lr0 in STARTS]
+    assert _spread(lrs) <= 3
+    assert 0.02 < min(lrs) and max(lrs) < 0.3
+    assert _spread(losses) <= 3  # independent of the start ...
+    assert min(losses) > 1e6 * result["best"]  # ... but not competitive with tuned SGD-momentum
+    for lr0 in STARTS[:4]:  # better than untuned SGD-momentum at small starts
+        assert result["gala"][lr0][0] < result["sgd"][lr0]
+
+
+def test_quadratic_adam_base_reaches_the_tuned_loss_scale() -> None:
+    result = _results("quadratic", "adam")
+    for lr0 in STARTS:
+        assert result["gala"][lr0][0] < 10 * result["best"]
+
+
+def test_mlp_sgd_momentum_base_collapses_to_zero_learning_rate() -> None:
+    """Known failure: with mini-batches cycled in order, <g_t, u_{t-1}> pairs gradients of different batches
+    of one epoch, whose noise is anti-correlated; A turns negative and eta sticks at lr_min = 0."""
+    result = _results("mlp", "sgd")
+    for lr0 in STARTS[:5]:
+        assert result["gala"][lr0][1] == 0.0
+        assert result["gala"][lr0][0] > 10 * result["best"]
+
+
+def test_mlp_adam_base_adapts_from_small_starts() -> None:
+    result = _results("mlp", "adam")
+    small = STARTS[:5]  # lr0 = 1: the un-adapted first Adam step already ruins the run
+    assert _spread(result["gala"][lr0][1] for lr0 in small) <= 3
+    for lr0 in small:
+        assert result["gala"][lr0][0] < 4 * result["best"]
+        assert result["gala"][lr0][0] < result["sgd"][lr0] or lr0 == 1e-2
