@@ -18,6 +18,7 @@ An optimizer module holds its math and little else; everything a real training l
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Sequence, Union
@@ -123,6 +124,54 @@ class Bucket:
 def _is_sharded(param: Tensor) -> bool:
     placements = getattr(param, "placements", None)
     return placements is not None and any(p.is_shard() for p in placements)
+
+
+def _is_dtensor(tensor: Any) -> bool:
+    return isinstance(tensor, Tensor) and hasattr(tensor, "device_mesh") and hasattr(tensor, "to_local")
+
+
+def _localise(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return local_tensor(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(local_tensor(v) if isinstance(v, Tensor) else v for v in value)
+    return value
+
+
+class _LocalShardFallback(torch.overrides.TorchFunctionMode):
+    """Runs a ``torch._foreach_*`` op on the local shards of its DTensor arguments when DTensor has no
+    sharding rule for it (torch 2.13 has none for e.g. ``_foreach_copy_``).
+
+    Active only inside ``step()`` of an optimizer with DTensor parameters (FSDP2). Every other op, and
+    every foreach op that DTensor supports, runs unchanged. Foreach ops are elementwise, so the local
+    shards are all they touch: in-place ops write through to the DTensors; new tensors are wrapped back
+    as DTensors with the mesh and placements of the matching input.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if not name.startswith("_foreach_"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except NotImplementedError:
+            templates = next(
+                (a for a in args if isinstance(a, (list, tuple)) and any(_is_dtensor(t) for t in a)), None
+            )
+            if templates is None:
+                raise
+        with torch.no_grad():
+            out = func(*[_localise(a) for a in args], **{k: _localise(v) for k, v in kwargs.items()})
+        if name.endswith("_") or not isinstance(out, (list, tuple)):
+            return out
+        from torch.distributed.tensor import DTensor
+
+        return [
+            DTensor.from_local(o, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
+            if _is_dtensor(t) and isinstance(o, Tensor) and o.shape == local_tensor(t).shape else o
+            for o, t in zip(out, templates)
+        ]
 
 
 class TunefreeOptimizer(torch.optim.Optimizer):
@@ -264,23 +313,42 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                     self.global_state["skipped_steps"] = skipped + 1
                     self.stats["skipped_steps"] = self.global_state["skipped_steps"]
                     return returned
-            self.update(loss_tensor, closure)
+            with self._dtensor_fallback():
+                self.update(loss_tensor, closure)
         return returned
 
+    def _dtensor_fallback(self) -> Any:
+        """Foreach ops that DTensor cannot shard run on local shards (see :class:`_LocalShardFallback`)."""
+        if torch.compiler.is_compiling() or not any(
+            _is_dtensor(p) for group in self.param_groups for p in group["params"]
+        ):
+            return contextlib.nullcontext()
+        return _LocalShardFallback()
+
     def _all_finite(self, loss: Optional[Tensor]) -> bool:
-        """One fused check of the loss and every gradient (a single host synchronisation)."""
-        maxima: list[Tensor] = []
+        """One fused check of the loss and every gradient (a single host synchronisation).
+
+        With a process group the verdict is global (one small all-reduce): a NaN in one rank's gradient
+        shard or loss makes every rank refuse or skip the step, so the ranks never disagree on whether
+        to enter the step's collectives.
+        """
+        maxima: list[Tensor] = [torch.zeros(1)]
         if loss is not None:
             maxima.append(loss.abs().to(torch.float32).cpu().reshape(1))
         for group in self.param_groups:
-            grads = [local_tensor(p.grad) for p in group["params"] if p.grad is not None]
+            # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have no inf-norm.
+            grads = [g for g in (local_tensor(p.grad) for p in group["params"] if p.grad is not None) if g.numel()]
             if grads:
                 # The max-abs norm propagates NaN and is Inf exactly when an entry is.
                 norms = torch._foreach_norm(grads, math.inf)
                 maxima.append(torch.stack(norms).to(torch.float32).max().cpu().reshape(1))
-        if not maxima:
-            return True
-        return bool(torch.isfinite(torch.cat(maxima)).all())
+        bad = (~torch.isfinite(torch.cat(maxima))).any().to(torch.float32).reshape(1)
+        group = self._reduction_group()
+        if group is not None and dist.get_world_size(group) > 1:
+            device, _ = self.scalar_device_dtype()
+            bad = bad.to(device)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
+        return not bool(bad.item())
 
     # ------------------------------------------------------------------ multi-tensor grouping
     def buckets(self, group: dict[str, Any]) -> list[Bucket]:
@@ -469,8 +537,11 @@ def cache_blocks(lists: Sequence[Sequence[Tensor]], max_numel: Optional[int]) ->
     blocks: list[list[list[Tensor]]] = []
     current: list[list[Tensor]] = [[] for _ in lists]
     filled = 0
-    for i, lead in enumerate(lists[0]):
-        entries = [tensors[i] for tensors in lists]
+    for i in range(len(lists[0])):
+        # DTensors (FSDP2) are cut as their local shards: slicing a sharded DTensor would redistribute it
+        # into a copy, and in-place ops on that copy would never reach the parameter or its state.
+        entries = [local_tensor(tensors[i]) for tensors in lists]
+        lead = entries[0]
         sliced = [e.shape == lead.shape for e in entries]
         numel = lead.numel()
         splittable = numel > max_numel and all(e.is_contiguous() for e, s in zip(entries, sliced) if s)
