@@ -10,7 +10,7 @@
   (t, eps), drawn from the run's batch generator, so the loss is a pure function of model and batch.
 * **Metric**: ``denoise_mse`` on FIXED (x0, t, eps) triples (one per val/test point, drawn once from
   the data seed), lower is better; ``loss`` is the same number.
-* **Budget**: standard 3 000 steps at batch 512 (15 evals); quick 1 000 steps (10 evals).
+* **Budget**: standard 3 000 steps at batch 512 (15 evals); quick 600 steps (10 evals).
 """
 
 from __future__ import annotations
@@ -125,5 +125,5 @@ def make_task() -> Ddpm2d:
                      "metric held-out denoising MSE on fixed (x0, t, eps) triples"),
         metric="denoise_mse",
         higher_is_better=False,
-        budgets={"quick": Budget(steps=1000, eval_every=100), "standard": Budget(steps=3000, eval_every=200)},
+        budgets={"quick": Budget(steps=600, eval_every=60), "standard": Budget(steps=3000, eval_every=200)},
     )
