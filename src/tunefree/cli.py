@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--optimizers", nargs="+", metavar="NAME", help="default: the suite's optimizers")
     bench.add_argument("--seeds", type=_positive_int, help="number of paired seeds (default 1 quick, 3 standard)")
     bench.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
+    bench.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local process pool (default) or Ray (pip install 'tunefree[dist]')")
+    bench.add_argument("--address", help="Ray cluster address for --executor ray (default: start a local instance)")
     bench.add_argument("--out", default="tunefree-results", help="output folder (ledger, report)")
     bench.add_argument("--grid-points", nargs="+", type=float, metavar="K",
                        help="lr exponents k (lr = default * 10**k) instead of the suite's grid")
@@ -168,12 +171,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.grid_points is not None and len(set(args.grid_points)) != len(args.grid_points):
         raise UsageError("--grid-points must not repeat a value")
+    executor = None
+    if args.executor == "ray":
+        from tunefree.bench.executors import RayExecutor
+
+        try:
+            RayExecutor._import_ray()
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
+        executor = RayExecutor(address=args.address, workers=args.workers)
+    elif args.address is not None:
+        raise UsageError("--address needs --executor ray")
     try:
         summary = run_sweep(
             refs, optimizers=args.optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
             workers=args.workers, exponents=args.grid_points,
             extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
-            progress=not args.no_progress, report=not args.no_report,
+            progress=not args.no_progress, report=not args.no_report, executor=executor,
         )
     except ValueError as exc:  # raised before any run starts (e.g. an explicitly named optimizer won't import)
         raise UsageError(str(exc).splitlines()[0]) from None

@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from tunefree.bench.runner import RunResult
 from tunefree.bench.sweep import RunSpec
 
-__all__ = ["Executor", "SerialExecutor", "LocalProcessExecutor", "make_executor"]
+__all__ = ["Executor", "SerialExecutor", "LocalProcessExecutor", "RayExecutor", "make_executor"]
 
 RunFn = Callable[[RunSpec], RunResult]
 
@@ -134,3 +134,100 @@ def make_executor(workers: int | None) -> Executor:
     if workers == 1:
         return SerialExecutor()
     return LocalProcessExecutor(workers)
+
+
+def _ray_run(run_fn: RunFn, spec: RunSpec, driver_cwd: str) -> RunResult:
+    """Body of one Ray task: one torch thread, the driver's working directory (when this machine has it,
+    so relative ``file.py:factory`` task refs and modules next to the driver resolve), then the run."""
+    import sys
+
+    if os.path.isdir(driver_cwd):
+        os.chdir(driver_cwd)
+        if driver_cwd not in sys.path:
+            sys.path.insert(0, driver_cwd)
+    import torch
+
+    torch.set_num_threads(1)
+    return run_fn(spec)
+
+
+class RayExecutor:
+    """Runs each spec as a Ray task (one CPU each) on a local Ray instance or an existing cluster.
+
+    Same interface and run function as :class:`LocalProcessExecutor`: results come back to the driver in
+    completion order and the driver stores them in the ledger. At most ``max_in_flight`` tasks are
+    submitted at once (default: the cluster's CPU count), so a driver killed mid-sweep loses little work;
+    when the driver dies Ray cancels its tasks, and re-running the sweep skips what the ledger holds.
+
+    Args:
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None starts a
+            local instance (or joins the one ``RAY_ADDRESS`` names). Ignored when Ray is already initialised
+            in this process.
+        workers: CPUs of a local instance that this executor starts (default: all).
+        max_in_flight: tasks submitted at once (default: the cluster's CPUs).
+        max_retries: Ray retries of a task whose worker process died; after that the spec is stored as
+            an ``error`` result (application errors inside a run are recorded by the runner itself).
+
+    On a multi-machine cluster every node needs tunefree and the task code installed (or a Ray
+    ``runtime_env``); the ledger stays on the driver.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None,
+                 max_in_flight: int | None = None, max_retries: int = 1) -> None:
+        for name, value in (("workers", workers), ("max_in_flight", max_in_flight)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.address = address
+        self.workers = workers
+        self.max_in_flight = max_in_flight
+        self.max_retries = max_retries
+
+    @staticmethod
+    def _import_ray():  # noqa: ANN205 - the ray module
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError(
+                "the ray executor needs Ray: pip install 'tunefree[dist]' (or pip install 'ray[default]')"
+            ) from exc
+        return ray
+
+    def _ensure_initialised(self, ray) -> None:  # noqa: ANN001
+        if ray.is_initialized():
+            return
+        import logging
+
+        kwargs: dict = {"address": self.address, "logging_level": logging.WARNING}
+        if self.address is None and not os.environ.get("RAY_ADDRESS"):
+            kwargs.update(num_cpus=self.workers, include_dashboard=False)
+        ray.init(**kwargs)
+
+    def run_all(self, specs: Sequence[RunSpec], run_fn: RunFn) -> Iterator[RunResult]:
+        if not specs:
+            return
+        ray = self._import_ray()
+        self._ensure_initialised(ray)
+        limit = self.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_ray_run)
+        fn_ref = ray.put(run_fn)  # serialised once, not per task
+        cwd = os.getcwd()
+        pending = list(reversed(specs))
+        in_flight: dict = {}
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < limit:
+                    spec = pending.pop()
+                    in_flight[remote.remote(fn_ref, spec, cwd)] = spec
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    spec = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # worker died (after retries) or the result did not deserialise
+                        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+                        result = RunResult(spec=spec, status="error",
+                                           error=f"executor: ray: {type(exc).__name__}: {message}")
+                    yield result
+        finally:
+            for ref in in_flight:  # a consumer that stops early must not leave tasks running
+                ray.cancel(ref, force=True)
