@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 __all__ = ["main", "build_parser"]
@@ -98,7 +97,7 @@ def _suite_tasks(tasks_module: object, suite: str | None) -> tuple[list[object],
 
 
 def _cmd_list() -> int:
-    from tunefree.bench.sweep import PEERS, SUITES, resolve_optimizer
+    from tunefree.bench.sweep import SUITES
     from tunefree.bench.tasks.base import TaskUnavailable
     from tunefree.optim.registry import available_optimizers
 
@@ -120,7 +119,7 @@ def _cmd_list() -> int:
         for name, problem in broken.items():
             print(f"  {name:<20} cannot be loaded: {problem}")
     print("\nOptimizers (lr grid = default x 10^k):")
-    infos = [resolve_optimizer(i.name) for i in available_optimizers()] + list(PEERS.values())
+    infos = available_optimizers(include_peers=True)
     for entry in infos:
         problem = entry.import_error()
         kind = "baseline" if entry.baseline else ("peer" if entry.peer else "tunefree")

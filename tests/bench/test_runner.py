@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +12,8 @@ from conftest import TinyTask, make_tiny_task
 from tunefree.bench import Ledger, make_task, run_sweep
 from tunefree.bench import runner as runner_mod
 from tunefree.bench.runner import run_one
-from tunefree.bench.sweep import OptimizerEntry, build_specs, resolve_optimizer
+from tunefree.bench.sweep import build_specs, resolve_optimizer
+from tunefree.optim.registry import OptimizerInfo
 
 
 def _spec(task: TinyTask, optimizer: str = "sgd", exp: float = 0.0, seed: int = 0):
@@ -81,11 +81,11 @@ class _TwoEvals(torch.optim.SGD):
 
 
 def _patch_optimizer(monkeypatch: pytest.MonkeyPatch, cls: type, trace: tuple[str, ...] = ()) -> None:
-    class Entry(OptimizerEntry):
+    class Entry(OptimizerInfo):
         def load_class(self) -> type:
             return cls
 
-    def fake(name: str) -> OptimizerEntry:
+    def fake(name: str) -> OptimizerInfo:
         if name == "sgd":
             return Entry("sgd", "x:y", 0.01, "test", trace_stats=trace)
         return resolve_optimizer(name)

@@ -7,7 +7,7 @@ import torch
 
 from tunefree import MoMo, MoMoAdam
 
-from .helpers import batches, clone_model, make_closure, make_data, make_model, max_param_diff, train
+from .helpers import batches, clone_model, make_closure, make_data, make_model, max_param_diff
 
 MINUS_INF = -1e30  # a lower bound so low that the cap lr is always the step size
 

@@ -17,7 +17,6 @@ from tunefree.bench.ledger import Ledger
 from tunefree.bench.report import summarise, write_report
 from tunefree.bench.runner import RunResult, run_one
 from tunefree.bench.sweep import (
-    PEERS,
     SUITE_EXPONENTS,
     RunSpec,
     SweepSummary,
@@ -30,7 +29,7 @@ from tunefree.bench.sweep import (
 )
 
 __all__ = [
-    "CallableTask", "Executor", "Ledger", "LocalProcessExecutor", "PEERS", "RunResult", "RunSpec",
+    "CallableTask", "Executor", "Ledger", "LocalProcessExecutor", "RunResult", "RunSpec",
     "SUITE_EXPONENTS", "SerialExecutor", "SweepSummary", "build_specs", "lr_grid", "make_task",
     "propose_grid_extension", "resolve_optimizer", "resolve_task", "run_one", "run_sweep", "summarise",
     "write_report",

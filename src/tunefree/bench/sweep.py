@@ -27,15 +27,13 @@ import torch
 
 import tunefree
 from tunefree.bench.tasks.base import Budget, Task
-from tunefree.optim.registry import get_optimizer_info
+from tunefree.optim.registry import OptimizerInfo, available_optimizers, get_optimizer_info
 
 __all__ = [
     "SUITES",
     "SUITE_EXPONENTS",
     "QUICK_OPTIMIZERS",
     "DEFAULT_SEEDS",
-    "OptimizerEntry",
-    "PEERS",
     "RunSpec",
     "resolve_optimizer",
     "installed_peers",
@@ -67,75 +65,18 @@ DEFAULT_SEEDS = {"quick": 1, "standard": 3}
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OptimizerEntry:
-    """What the harness needs to know about one optimizer (registry entry or optional peer)."""
+def resolve_optimizer(name: str) -> OptimizerInfo:
+    """Registry entry for ``name`` (tunefree methods, torch baselines and optional peers).
 
-    name: str
-    target: str  # "module:attribute"
-    default_lr: float
-    lr_meaning: str
-    baseline: bool = False
-    peer: bool = False
-    trace_stats: tuple[str, ...] = ()
-    fixed_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def load_class(self) -> type:
-        module_name, attribute = self.target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
-
-    def import_error(self) -> str | None:
-        """``None`` if the optimizer's class imports, else a one-line reason."""
-        try:
-            self.load_class()
-        except Exception as exc:  # any failure (ImportError, SyntaxError in a half-written file) counts
-            return f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return None
-
-    def create(self, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-        merged = {"lr": self.default_lr, **self.fixed_kwargs, **kwargs}
-        return self.load_class()(params, **merged)
-
-
-#: optional peer methods, compared only when their package is installed. Names are the harness's own.
-PEERS: dict[str, OptimizerEntry] = {
-    entry.name: entry
-    for entry in (
-        OptimizerEntry("prodigy", "prodigyopt:Prodigy", 1.0, "multiplier on Prodigy's estimated step (d)", peer=True),
-        OptimizerEntry("dadapt_adam", "dadaptation:DAdaptAdam", 1.0, "multiplier on D-Adaptation's estimate", peer=True),
-        OptimizerEntry("schedulefree_adamw", "schedulefree:AdamWScheduleFree", 2.5e-3,
-                       "step size of schedule-free AdamW (warm-up off)", peer=True),
-        OptimizerEntry("momo_opt", "momo:Momo", 1.0, "cap on the MoMo step (reference package momo-opt)", peer=True),
-    )
-}
-
-
-def resolve_optimizer(name: str) -> OptimizerEntry:
-    """Harness entry for ``name``: the tunefree registry first, then the optional peers.
-
-    Raises ``ValueError`` naming the known optimizers when ``name`` is in neither.
+    Raises ``ValueError`` naming the known optimizers for an unknown name.
     """
-    key = name.lower().replace("-", "_")
-    if key in PEERS:
-        return PEERS[key]
-    try:
-        info = get_optimizer_info(key)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, and optional peers: {', '.join(PEERS)}") from None
-    return OptimizerEntry(
-        name=info.name, target=info.target, default_lr=info.default_lr, lr_meaning=info.lr_meaning,
-        baseline=info.baseline, trace_stats=tuple(info.trace_stats), fixed_kwargs=dict(info.fixed_kwargs),
-    )
+    return get_optimizer_info(name)
 
 
 def installed_peers() -> list[str]:
-    """Peers whose package is installed (checked without importing when the module is absent)."""
-    names = []
-    for name, entry in PEERS.items():
-        module = entry.target.split(":")[0]
-        if importlib.util.find_spec(module) is not None and entry.import_error() is None:
-            names.append(name)
-    return names
+    """Peer methods whose package is installed."""
+    return [info.name for info in available_optimizers(include_peers=True)
+            if info.peer and info.import_error() is None]
 
 
 def default_optimizers(suite: str) -> list[str]:
@@ -143,8 +84,6 @@ def default_optimizers(suite: str) -> list[str]:
     standard = every registered optimizer plus the installed peers."""
     if suite == "quick":
         return list(QUICK_OPTIMIZERS)
-    from tunefree.optim.registry import available_optimizers
-
     return [info.name for info in available_optimizers()] + installed_peers()
 
 
@@ -567,7 +506,7 @@ def run_sweep(
 def _extension_specs(
     ledger: Any,
     resolved: list[tuple[Task, str]],
-    entries: list[OptimizerEntry],
+    entries: list[OptimizerInfo],
     seeds: list[int],
     suite: str,
     step: float,

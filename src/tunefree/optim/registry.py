@@ -4,7 +4,8 @@ Each entry says what ``lr`` means for the method (the meanings differ: MoMo's ``
 step, GALA's is only the starting point), its documented default ``lr``, and how it must be stepped
 (``needs_loss``: the mini-batch loss must reach ``step``; ``needs_closure``: ``step`` must get a closure
 that re-evaluates the batch). The torch baselines (SGD-momentum, Adam, AdamW) are in the table too, so
-that a comparison is driven by names alone.
+that a comparison is driven by names alone, and so are optional peer methods from other packages
+(Prodigy, D-Adaptation, Schedule-Free, momo-opt), usable when their package is installed.
 """
 
 from __future__ import annotations
@@ -29,20 +30,33 @@ class OptimizerInfo:
     needs_loss: bool = False
     needs_closure: bool = False
     baseline: bool = False
+    #: a method from another package, compared only when that package is installed
+    peer: bool = False
     #: keys of ``optimizer.stats`` worth tracing over a run (adaptive quantities)
     trace_stats: tuple[str, ...] = ()
     #: keyword arguments the registry adds unless the caller overrides them
     fixed_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    @property
-    def cls(self) -> type[torch.optim.Optimizer]:
+    def load_class(self) -> type[torch.optim.Optimizer]:
         module_name, attribute = self.target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    @property
+    def cls(self) -> type[torch.optim.Optimizer]:
+        return self.load_class()
+
+    def import_error(self) -> str | None:
+        """``None`` when the class imports, else a one-line reason (e.g. a peer's package is missing)."""
+        try:
+            self.load_class()
+        except Exception as exc:  # ImportError, or any failure inside a half-installed package
+            return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None
+
     def create(self, params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
         merged = {"lr": self.default_lr, **self.fixed_kwargs, **kwargs}
-        return self.cls(params, **merged)
+        return self.load_class()(params, **merged)
 
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
@@ -110,11 +124,35 @@ _register(OptimizerInfo(
     description="GALA with an Adam base",
 ))
 
+# Peers: other packages' methods, for comparisons only. Their lr meanings follow those packages' docs.
+_register(OptimizerInfo(
+    name="prodigy", target="prodigyopt:Prodigy", default_lr=1.0, peer=True,
+    lr_meaning="multiplier on Prodigy's estimated step size d",
+))
+_register(OptimizerInfo(
+    name="dadapt_adam", target="dadaptation:DAdaptAdam", default_lr=1.0, peer=True,
+    lr_meaning="multiplier on D-Adaptation's estimated step size",
+))
+_register(OptimizerInfo(
+    name="schedulefree_adamw", target="schedulefree:AdamWScheduleFree", default_lr=2.5e-3, peer=True,
+    lr_meaning="step size of schedule-free AdamW (warm-up off)",
+))
+_register(OptimizerInfo(
+    name="momo_opt", target="momo:Momo", default_lr=1.0, needs_loss=True, peer=True,
+    lr_meaning="cap on the MoMo step (the authors' package momo-opt)",
+))
 
-def available_optimizers(*, include_baselines: bool = True) -> list[OptimizerInfo]:
-    """All registered optimizers, tunefree's first, then the torch baselines."""
-    infos = sorted(_REGISTRY.values(), key=lambda info: (info.baseline, info.name))
-    return [info for info in infos if include_baselines or not info.baseline]
+
+def available_optimizers(*, include_baselines: bool = True, include_peers: bool = False) -> list[OptimizerInfo]:
+    """Registered optimizers: tunefree's first, then the torch baselines, then (if asked) the peers.
+
+    Peers are listed whether or not their package is installed; check ``info.import_error()``.
+    """
+    infos = sorted(_REGISTRY.values(), key=lambda info: (info.peer, info.baseline, info.name))
+    return [
+        info for info in infos
+        if (include_baselines or not info.baseline) and (include_peers or not info.peer)
+    ]
 
 
 def get_optimizer_info(name: str) -> OptimizerInfo:
