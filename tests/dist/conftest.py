@@ -16,3 +16,15 @@ def workers():
     pool.start()
     yield pool
     pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The single-process references run in the test process next to the two ranks on a shared 2-core
+    machine: intra-op threads only add contention for these tiny models."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
