@@ -15,12 +15,17 @@ from .references import Reference
 
 class GALAReference(Reference):
     """gala.md §13 with: eta used at step t includes the feedback measured at x_t; decoupled weight decay;
-    group k steps with eta * lr_k / lr_0; Adam bias corrections from the global step counter."""
+    group k steps with eta * lr_k / lr_0; Adam bias corrections from the global step counter.
+
+    ``alignment="same_batch"`` (SGD base only): gala.md §4.2 reading A in the closure form,
+    ``a = sum_k ratio_k <g_t, ghat_t>``; ``L`` and ``b = L ||u_(t-1)||^2`` as in §13 (``u`` = the momentum
+    buffer, which is ``g_(t-1)`` for momentum 0, so that reading A's ``||g_(t-1)||^2`` is recovered)."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf):
+                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="direction"):
         super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
         self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
+        self.alignment = alignment
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
@@ -56,11 +61,14 @@ class GALAReference(Reference):
                     p.grad = g_now[id(p)]
             a = diff_sq = dx_sq = u_sq = 0.0
             for group, p in active:
-                u = self.u_prev[id(p)]
                 g = p.grad
                 gh = ghat[id(p)] if ghat[id(p)] is not None else torch.zeros_like(p)
+                u = self.u_prev[id(p)]
+                if self.alignment == "same_batch":
+                    a += float((group["lr"] / eta0 * g * gh).sum())
+                else:
+                    a += float((g * u).sum())
                 dx = p.detach() - self.x_prev[id(p)]
-                a += float((g * u).sum())
                 diff_sq += float(((g - gh) ** 2).sum())
                 dx_sq += float((dx * dx).sum())
                 u_sq += float((u * u).sum())
