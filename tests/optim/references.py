@@ -36,6 +36,27 @@ class Reference:
                     yield group, p
 
 
+def polyak_step_sizes(ref, P: float, N: float, rho: float) -> list[float]:
+    """momo.md §4.1 steps 6-10 (shared by MoMo and MoMo-Adam): the reset rule, the truncated Polyak step
+    capped by lr/rho, and the lower-bound update, group by group in order; returns one tau per group."""
+    taus = []
+    for group in ref.groups:
+        lr, wd = group["lr"], group["weight_decay"]
+        c = 1 + lr * wd
+        if ref.use_fstar:
+            cap = c * ref.fbar + P - c * ref.gamma
+            if cap < c * rho * ref.lb:
+                ref.lb = max(cap / (2 * c * rho), ref.lb_init)
+        num = c * (ref.fbar - rho * ref.lb) + P - c * ref.gamma
+        t1 = max(num, 0.0) / N if N > 1e-30 else 0.0
+        tau = min(lr / rho, t1)
+        if ref.use_fstar:
+            h = ref.fbar + P - ref.gamma
+            ref.lb = max((h - 0.5 * tau * N) / rho, ref.lb_init)
+        taus.append(tau)
+    return taus
+
+
 class MoMoReference(Reference):
     """momo.md §4.1, steps 1-11, with the optax zero-norm guard and skipping of grad-less params."""
 
@@ -69,21 +90,7 @@ class MoMoReference(Reference):
             P += float((d * p).sum())
             N += float((d * d).sum())
         rho = 1 - beta**k if self.bc else 1.0
-        taus = []
-        for group in self.groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            c = 1 + lr * wd
-            if self.use_fstar:
-                cap = c * self.fbar + P - c * self.gamma
-                if cap < c * rho * self.lb:
-                    self.lb = max(cap / (2 * c * rho), self.lb_init)
-            num = c * (self.fbar - rho * self.lb) + P - c * self.gamma
-            t1 = max(num, 0.0) / N if N > 1e-30 else 0.0
-            tau = min(lr / rho, t1)
-            if self.use_fstar:
-                h = self.fbar + P - self.gamma
-                self.lb = max((h - 0.5 * tau * N) / rho, self.lb_init)
-            taus.append(tau)
+        taus = polyak_step_sizes(self, P, N, rho)
         for group, tau in zip(self.groups, taus):
             c = 1 + group["lr"] * group["weight_decay"]
             for p in group["params"]:
@@ -122,21 +129,7 @@ class MoMoAdamReference(Reference):
             N += float((state["m"] * state["m"] / D).sum())
         self.fbar = b1 * self.fbar + (1 - b1) * loss
         self.gamma = b1 * self.gamma + (1 - b1) * grad_dot_x
-        rho = 1 - b1**k
-        taus = []
-        for group in self.groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            c = 1 + lr * wd
-            if self.use_fstar:
-                cap = c * self.fbar + P - c * self.gamma
-                if cap < c * rho * self.lb:
-                    self.lb = max(cap / (2 * c * rho), self.lb_init)
-            num = c * (self.fbar - rho * self.lb) + P - c * self.gamma
-            t1 = max(num, 0.0) / N if N > 1e-30 else 0.0
-            tau = min(lr / rho, t1)
-            if self.use_fstar:
-                self.lb = max((self.fbar + P - self.gamma - 0.5 * tau * N) / rho, self.lb_init)
-            taus.append(tau)
+        taus = polyak_step_sizes(self, P, N, 1 - b1**k)
         for group, tau in zip(self.groups, taus):
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
