@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,32 +11,11 @@ pytest.importorskip("accelerate")
 
 import torch  # noqa: E402
 
-from tunefree import MoMo, MoMoAdam  # noqa: E402
+from tunefree import MoMoAdam  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hf_trainer_momo.py"
+from ._shared import SpyMoMo, load_example  # noqa: E402
 
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("hf_trainer_momo_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load_example()
-
-
-class SpyMoMo(MoMo):
-    """MoMo that records the loss each step computed with."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fed: list[float] = []
-
-    def update(self, loss, closure):
-        self.fed.append(float(loss))
-        super().update(loss, closure)
+example = load_example("hf_trainer_momo.py")
 
 
 @pytest.mark.parametrize("helper", [True, "patch"])
