@@ -254,3 +254,22 @@ def fsdp_nonfinite(name: str, policy: str, bad_rank: int = 0) -> dict[str, Any]:
         "skipped": None if skipped is None else int(skipped),
         "finite_after": all(np.isfinite(v).all() for v in snapshot(model, optimizer)["params"].values()),
     }
+
+
+def partly_sharded(name: str) -> str:
+    """FSDP2 on the first layer only: the other parameters stay plain (replicated) tensors. Summing their
+    partial sums across ranks would count them twice, so a loss-aware optimizer must refuse. Returns the
+    error message (every rank must raise it, none may hang)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = make_model()
+    fully_shard(model[0], mesh=init_device_mesh("cpu", (world,)))
+    optimizer = create(name, model.parameters())
+    x, y = shard_of_batch(rank, world)
+    try:
+        train(name, model, optimizer, x, y, 3)  # GALA reduces from its second step on
+    except NotImplementedError as error:
+        return str(error)
+    return "no error"

@@ -138,3 +138,14 @@ def test_fsdp2_nan_in_one_shard_stops_every_rank(workers, policy):
         if policy == "skip":
             assert result["skipped"] == 1, f"rank {rank}: skipped_steps = {result['skipped']}"
         assert result["finite_after"]
+
+
+@pytest.mark.parametrize("name", ["momo", "gala"])
+def test_partly_sharded_model_is_refused(workers, name):
+    """Sharded and replicated parameters in one optimizer: the global sums cannot be formed by one rule,
+    so the step is refused with a clear error on every rank (instead of silently double counting)."""
+    if dict(sc.tunefree_optimizers()).get(name, "missing") is not None:
+        pytest.skip(f"{name} not importable")
+    messages = workers.run(sc.partly_sharded, name)
+    for rank, message in enumerate(messages):
+        assert "not supported" in message and "replicated" in message, f"rank {rank}: {message}"

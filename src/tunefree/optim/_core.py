@@ -121,9 +121,13 @@ class Bucket:
     state: dict[str, list[Tensor]] = field(default_factory=dict)
 
 
-def _is_sharded(param: Tensor) -> bool:
+def _layout(param: Tensor) -> str:
+    """How ``param`` lies across ranks: "sharded" (only Shard placements), "replicated" (a plain tensor or
+    a DTensor without Shard placements) or "mixed" (e.g. HSDP's (Replicate, Shard))."""
     placements = getattr(param, "placements", None)
-    return placements is not None and any(p.is_shard() for p in placements)
+    if placements is None or not any(p.is_shard() for p in placements):
+        return "replicated"
+    return "sharded" if all(p.is_shard() for p in placements) else "mixed"
 
 
 def _is_dtensor(tensor: Any) -> bool:
@@ -140,7 +144,8 @@ def _localise(value: Any) -> Any:
 
 class _LocalShardFallback(torch.overrides.TorchFunctionMode):
     """Runs a ``torch._foreach_*`` op on the local shards of its DTensor arguments when DTensor has no
-    sharding rule for it (torch 2.13 has none for e.g. ``_foreach_copy_``).
+    sharding rule for it (torch 2.13 has none for e.g. ``_foreach_copy_``) or its lists mix DTensors with
+    plain tensors.
 
     Active only inside ``step()`` of an optimizer with DTensor parameters (FSDP2). Every other op, and
     every foreach op that DTensor supports, runs unchanged. Foreach ops are elementwise, so the local
@@ -155,7 +160,10 @@ class _LocalShardFallback(torch.overrides.TorchFunctionMode):
             return func(*args, **kwargs)
         try:
             return func(*args, **kwargs)
-        except NotImplementedError:
+        except (NotImplementedError, RuntimeError) as error:
+            # No sharding rule, or a list mixing DTensors and plain tensors (DTensor refuses both).
+            if not isinstance(error, NotImplementedError) and "mixed torch.Tensor and DTensor" not in str(error):
+                raise
             templates = next(
                 (a for a in args if isinstance(a, (list, tuple)) and any(_is_dtensor(t) for t in a)), None
             )
@@ -353,7 +361,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ multi-tensor grouping
     def buckets(self, group: dict[str, Any]) -> list[Bucket]:
         """The params of ``group`` that have a gradient, grouped by (device, dtype), state created lazily."""
-        by_key: dict[tuple[torch.device, torch.dtype], Bucket] = {}
+        by_key: dict[tuple[torch.device, torch.dtype, bool], Bucket] = {}
         for param in group["params"]:
             grad = param.grad
             if grad is None:
@@ -363,7 +371,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             state = self.state[param]
             if not state:
                 state.update(self.init_param_state(param, grad, group))
-            bucket = by_key.setdefault((param.device, param.dtype), Bucket(group))
+            # DTensors and plain tensors never share a foreach list (DTensor ops refuse mixed lists).
+            bucket = by_key.setdefault((param.device, param.dtype, _is_dtensor(param)), Bucket(group))
             bucket.params.append(param)
             bucket.grads.append(grad)
             for key, value in state.items():
@@ -417,7 +426,17 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             world = dist.get_world_size(group)
             if world > 1:
                 n_sums = len(partial_sums)
-                sharded = any(_is_sharded(p) for g in self.param_groups for p in g["params"])
+                layouts = {_layout(p) for g in self.param_groups for p in g["params"]}
+                if len(layouts) > 1 or "mixed" in layouts:
+                    # Summing would count replicated parts once per rank: refuse rather than be wrong.
+                    raise NotImplementedError(
+                        f"{type(self).__name__}: global sums need every parameter either sharded over the "
+                        f"process group (FSDP2: DTensors with only Shard placements) or replicated on every "
+                        f"rank (DDP: plain tensors); got a mix ({', '.join(sorted(layouts))}), e.g. FSDP2 "
+                        f"applied to part of the model, a 2-D (HSDP) mesh or replicated tensor-parallel "
+                        f"DTensors. This layout is not supported yet."
+                    )
+                sharded = layouts == {"sharded"}
                 weights = torch.ones_like(packed)
                 if not sharded and dist.get_rank(group) != 0:
                     weights[:n_sums] = 0.0
