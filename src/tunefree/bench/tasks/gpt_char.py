@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._charlm import CharLMTask, corpus
+from ._charlm import CharLMTask, make_char_task
 from ._transformer import Block
 from .base import Budget
 
@@ -60,14 +60,4 @@ class GptChar(CharLMTask):
 
 
 def make_task() -> GptChar:
-    source = corpus()  # found now, so the description names the corpus this task object trains on
-    return GptChar(
-        name="gpt_char",
-        description=(f"pre-LN GPT (2 layers, d=128, ctx 64, SDPA) char-level LM on {source.description}; "
-                     "metric val/test cross-entropy in nats per char"),
-        metric="ce",
-        higher_is_better=False,
-        budgets={"standard": Budget(steps=800, eval_every=80)},
-        corpus=source,
-        ctx=CTX,
-    )
+    return make_char_task(GptChar, "gpt_char", "pre-LN GPT (2 layers, d=128, SDPA)", Budget(steps=800, eval_every=80))

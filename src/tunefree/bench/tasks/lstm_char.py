@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._charlm import CharLMTask, corpus
+from ._charlm import CharLMTask, make_char_task
 from .base import Budget
 
 __all__ = ["CharLSTM", "LstmChar", "make_task"]
@@ -48,13 +48,4 @@ class LstmChar(CharLMTask):
 
 
 def make_task() -> LstmChar:
-    source = corpus()  # found now, so the description names the corpus this task object trains on
-    return LstmChar(
-        name="lstm_char",
-        description=(f"LSTM 1x256 (emb 64) char-level LM, ctx 64, on {source.description}; "
-                     "metric val/test cross-entropy in nats per char"),
-        metric="ce",
-        higher_is_better=False,
-        budgets={"standard": Budget(steps=1000, eval_every=100)},
-        corpus=source,
-    )
+    return make_char_task(LstmChar, "lstm_char", "LSTM 1x256 (emb 64)", Budget(steps=1000, eval_every=100))

@@ -2,8 +2,8 @@
 
 * **Data** (generated, fixed data seed): 50 000 pairs; source = 4-12 symbols (length uniform) drawn
   uniformly from a vocabulary of 20, target = the same symbols sorted. Token ids: 0 = PAD, 1 = BOS,
-  2 = EOS, 3..22 = the symbols. Test: 5 000 pairs; val: 2 000 of the other 45 000 (kept small because greedy decoding for
-  exact match is costly); train 43 000.
+  2 = EOS, 3..22 = the symbols. Test: 5 000 pairs; val: 2 000 of the other 45 000 (kept small
+  because greedy decoding for exact match is costly); train 43 000.
   Batches are trimmed to their longest sequence (no wasted padding).
 * **Model**: pre-LN encoder-decoder Transformer, d = 64, 4 heads, MLP 4x, 2 encoder + 2 decoder blocks,
   learned positions, SDPA attention with padding masks (about 240k parameters).
