@@ -163,8 +163,8 @@ def _task_source_files(task: Task) -> list[Path]:
     return files
 
 
-def _hash_files(files: Iterable[Path]) -> str:
-    digest = hashlib.sha256()
+def _hash_files(files: Iterable[Path], extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
     for path in sorted(set(files)):
         try:
             digest.update(path.name.encode())
@@ -175,7 +175,10 @@ def _hash_files(files: Iterable[Path]) -> str:
 
 
 def code_version(task: Task) -> str:
-    """``"<tunefree version>+<hash>"`` over the optimizer sources and the task's module(s).
+    """``"<tunefree version>+<hash>"`` over everything a run's numbers depend on: the optimizer sources,
+    the runner, the built-in task modules (they share data and model code), the task's own module, and
+    the task's description, which names its data (the char tasks train on Shakespeare or, without it,
+    on Python's help text: different numbers under the same task name).
 
     ``TUNEFREE_CODE_VERSION`` in the environment pins the version instead, e.g. to resume a long sweep
     across an edit known not to change results (a comment, a docstring); use it knowingly.
@@ -183,9 +186,14 @@ def code_version(task: Task) -> str:
     pinned = os.environ.get("TUNEFREE_CODE_VERSION")
     if pinned:
         return pinned
-    optim_dir = Path(tunefree.__file__).parent / "optim"
-    files = list(optim_dir.rglob("*.py")) + _task_source_files(task)
-    return f"{tunefree.__version__}+{_hash_files(files)}"
+    package = Path(tunefree.__file__).parent
+    files = [
+        *(package / "optim").rglob("*.py"),
+        *(package / "bench" / "tasks").rglob("*.py"),
+        package / "bench" / "runner.py",
+        *_task_source_files(task),
+    ]
+    return f"{tunefree.__version__}+{_hash_files(files, extra=task.description)}"
 
 
 # --------------------------------------------------------------------------------------------------
