@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -226,6 +226,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self.global_state: dict[str, Tensor] = {}
         self.stats: dict[str, Tensor] = {}
         self._observed_loss: Optional[Tensor] = None
+        # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
+        self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
 
     # ------------------------------------------------------------------ subclass interface
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
@@ -381,6 +383,47 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     def all_buckets(self) -> list[Bucket]:
         return [bucket for group in self.param_groups for bucket in self.buckets(group)]
+
+    # ------------------------------------------------------------------ blocked execution
+    def blocks(
+        self, lists: Sequence[Sequence[Tensor]], scratch: Sequence[Optional[torch.dtype]] = ()
+    ) -> Iterator[tuple[list[list[Tensor]], list[list[Tensor]]]]:
+        """Iterate over :func:`cache_blocks` of ``lists`` with temporaries for each block.
+
+        Yields ``(block, temporaries)``: ``temporaries[j]`` is a list of uninitialised tensors shaped like
+        ``block[0]``, of dtype ``scratch[j]`` (None: the dtype of ``block[0]``). Kernels write their
+        intermediate results into them with in-place ops instead of creating fresh tensors.
+
+        On the CPU block path they are views into one persistent flat buffer per (device, dtype, slot),
+        reused by every block and every step: a fresh CPU allocation page-faults on first touch, a reused
+        block-sized buffer is already in cache. Without blocking (accelerators, ``torch.compile``) they are
+        fresh ``empty_like`` tensors (the caching allocator makes those cheap).
+        """
+        if not lists or not lists[0]:
+            return
+        max_numel = block_numel(lists[0][0].device)
+        for block in cache_blocks(lists, max_numel):
+            lead = block[0]
+            if max_numel is None:
+                temporaries = [[torch.empty_like(t, dtype=dtype) for t in lead] for dtype in scratch]
+            else:
+                temporaries = [self._scratch_views(lead, dtype or lead[0].dtype, slot) for slot, dtype in enumerate(scratch)]
+            yield block, temporaries
+
+    def _scratch_views(self, like: list[Tensor], dtype: torch.dtype, slot: int) -> list[Tensor]:
+        """Contiguous views shaped like ``like`` into the persistent buffer ``(device, dtype, slot)``."""
+        total = sum(t.numel() for t in like)
+        key = (like[0].device, dtype, slot)
+        scratch = self.__dict__.setdefault("_scratch", {})  # absent after unpickling (Optimizer.__setstate__)
+        buffer = scratch.get(key)
+        if buffer is None or buffer.numel() < total:
+            buffer = torch.empty(max(total, CPU_BLOCK_NUMEL), device=like[0].device, dtype=dtype)
+            scratch[key] = buffer
+        views, offset = [], 0
+        for t in like:
+            views.append(buffer[offset:offset + t.numel()].view(t.shape))
+            offset += t.numel()
+        return views
 
     # ------------------------------------------------------------------ global scalars
     def scalar_device_dtype(self) -> tuple[torch.device, torch.dtype]:

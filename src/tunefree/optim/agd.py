@@ -29,8 +29,6 @@ from tunefree.optim._core import (
     TunefreeOptimizer,
     advance_step_counters,
     bias_correction,
-    block_numel,
-    cache_blocks,
     check_betas,
     check_range,
     coupled_weight_decay,
@@ -166,26 +164,32 @@ class AGD(TunefreeOptimizer):
             list(threshold.unbind(0)), list(denominator_scale.unbind(0)),
         ]
         counts: list[Tensor] = []
-        for block in cache_blocks(lists, block_numel(bucket.params[0].device)):
+        # Per block, in cache: two temporaries (s_t, then the denominator; a bool mask for the count).
+        for block, (work, sgd_mask) in self.blocks(lists, scratch=(None, torch.bool)):
             params, block_grads, exp_avg, b, b_used, diff_scale, prev_scale, thresholds, den_scale = block
-            difference = torch._foreach_mul(block_grads, diff_scale)
-            torch._foreach_addcmul_(difference, exp_avg, prev_scale)  # s_t, before m moves on
+            torch._foreach_copy_(work, block_grads)
+            torch._foreach_mul_(work, diff_scale)
+            torch._foreach_addcmul_(work, exp_avg, prev_scale)  # s_t, before m moves on
             torch._foreach_lerp_(exp_avg, block_grads, 1.0 - beta1)
             torch._foreach_mul_(b, beta2)
-            torch._foreach_addcmul_(b, difference, difference, value=1.0 - beta2)
+            torch._foreach_addcmul_(b, work, work, value=1.0 - beta2)
             if group["amsgrad"]:
                 torch._foreach_maximum_(b_used, b)
-            del difference
-            denominator = torch._foreach_sqrt(b_used)
+            denominator = work  # s_t is no longer needed
+            torch._foreach_copy_(denominator, b_used)
+            torch._foreach_sqrt_(denominator)
             if clip is None:
                 torch._foreach_mul_(denominator, den_scale)
             torch._foreach_maximum_(denominator, thresholds)
             # SGD-like: the threshold won the maximum (ties count, as in sqrt(b) <= thr)
-            counts += [torch.eq(d, thr).sum() for d, thr in zip(denominator, thresholds)]
+            for d, thr, mask in zip(denominator, thresholds, sgd_mask):
+                counts.append(torch.count_nonzero(torch.eq(d, thr, out=mask)))
             if clip is None:
                 torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
             else:
-                ratio = torch._foreach_div(exp_avg, denominator)
+                ratio = denominator
+                for m, d in zip(exp_avg, ratio):
+                    torch.div(m, d, out=d)
                 torch._foreach_clamp_min_(ratio, -clip)
                 torch._foreach_clamp_max_(ratio, clip)
                 torch._foreach_mul_(ratio, den_scale)
