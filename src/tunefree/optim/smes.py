@@ -29,8 +29,6 @@ from tunefree.optim._core import (
     TunefreeOptimizer,
     advance_step_counters,
     bias_correction,
-    block_numel,
-    cache_blocks,
     check_betas,
     check_range,
     coupled_weight_decay,
@@ -117,18 +115,24 @@ def _normalised_alpha(value: AlphaLike) -> Union[float, tuple, Callable[[int], f
     return schedule.start if schedule.kind == "constant" else schedule.as_tuple()
 
 
-def _power(tensors: list[Tensor], exponent: float) -> list[Tensor]:
-    """``tensors ** exponent`` as new tensors; dyadic exponents use square roots (one cheap pass each,
-    where ``pow`` costs an exp and a log per element). Both give ``0 ** a = 0`` for ``a > 0``."""
+def _power_(tensors: list[Tensor], exponent: float) -> None:
+    """``tensors <- tensors ** exponent`` in place. Dyadic exponents use square roots (one cheap pass each);
+    any other is ``exp(exponent * log(t))`` (cheaper than ``pow`` on CPU, equal to ~1 ulp). Both give
+    ``0 ** a = 0`` for ``a > 0`` and ``inf`` for ``a < 0``."""
     if exponent == 1.0:
-        return [t.clone() for t in tensors]
+        return
+    if exponent == 0.0:
+        torch._foreach_zero_(tensors)  # t ** 0 = 1, also for t = 0
+        torch._foreach_add_(tensors, 1.0)
+        return
     for roots, dyadic in ((1, 0.5), (2, 0.25), (3, 0.125)):
         if exponent == dyadic:
-            result = torch._foreach_sqrt(tensors)
-            for _ in range(roots - 1):
-                torch._foreach_sqrt_(result)
-            return result
-    return torch._foreach_pow(tensors, exponent)
+            for _ in range(roots):
+                torch._foreach_sqrt_(tensors)
+            return
+    torch._foreach_log_(tensors)
+    torch._foreach_mul_(tensors, exponent)
+    torch._foreach_exp_(tensors)
 
 
 class SMES(TunefreeOptimizer):
@@ -289,23 +293,25 @@ class SMES(TunefreeOptimizer):
         lists = [bucket.params, grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], list(denominator_scale)]
         if denominator_shift is not None:
             lists.append(list(denominator_shift))
-        for block in cache_blocks(lists, block_numel(bucket.params[0].device)):
+        for block, (denominator,) in self.blocks(lists, scratch=(None,)):
             params, block_grads, exp_avg, exp_avg_sq, scale = block[:5]
             torch._foreach_lerp_(exp_avg, block_grads, 1.0 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, block_grads, block_grads, value=1.0 - beta2)
             if lr == 0.0:
                 continue  # moments still advance; the parameters stay
-            if group["padam_compat"]:
-                denominator = torch._foreach_sqrt(exp_avg_sq)
-                torch._foreach_add_(denominator, eps)
-                denominator = _power(denominator, 2.0 * alpha) if alpha != 0.5 else denominator
-                torch._foreach_mul_(denominator, scale)
-                torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
-            elif alpha == 0.0:
+            if alpha == 0.0 and not group["padam_compat"]:
                 torch._foreach_addcmul_(params, exp_avg, scale)
+                continue
+            # the denominator is built in the block's scratch buffer, in place
+            torch._foreach_copy_(denominator, exp_avg_sq)
+            if group["padam_compat"]:
+                torch._foreach_sqrt_(denominator)
+                torch._foreach_add_(denominator, eps)
+                _power_(denominator, 2.0 * alpha)
+                torch._foreach_mul_(denominator, scale)
             else:
-                denominator = _power(exp_avg_sq, alpha)
+                _power_(denominator, alpha)
                 torch._foreach_mul_(denominator, scale)
                 torch._foreach_add_(denominator, block[5])
-                torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
+            torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
