@@ -79,9 +79,31 @@ class _MoMoFamily(TunefreeOptimizer):
         """Check the hyperparameters of the direction (beta, or betas and eps)."""
         raise NotImplementedError
 
-    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        """Update the bucket's moment buffers; return (direction, <g,x>, <m,x>, ||m||^2 in the metric)."""
+    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Update the bucket's moment buffers; return (<g,x>, <m,x>, ||m||^2 in the metric).
+
+        Runs block by block (:meth:`blocks`): the dot products read each block right after the moment
+        update wrote it, while it is in cache."""
         raise NotImplementedError
+
+    def apply_update(self, bucket: Bucket, step: Tensor, tau: Tensor) -> None:
+        """x <- (x - tau * direction) / (1 + lr * weight_decay)  (proximal weight decay)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def proximal_decay_(bucket: Bucket, params: list[Tensor]) -> None:
+        lr, weight_decay = bucket.group["lr"], bucket.group["weight_decay"]
+        if weight_decay != 0:
+            torch._foreach_div_(params, 1.0 + lr * weight_decay)
+
+    def sum_dots(self, dots: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Add up per-block (<g,x>, <m,x>, ||m||^2) triples (zeros for an empty list)."""
+        if not dots:
+            device, dtype = self.scalar_device_dtype()
+            zero = torch.zeros((), device=device, dtype=dtype)
+            return zero, zero, zero
+        stacked = torch.stack([torch.stack(triple) for triple in dots]).sum(0)
+        return stacked[0], stacked[1], stacked[2]
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
         assert loss is not None  # guaranteed by needs_loss
@@ -93,12 +115,9 @@ class _MoMoFamily(TunefreeOptimizer):
         step.add_(1)
 
         buckets = self.all_buckets()
-        directions: list[list[Tensor]] = []
         partials: list[Tensor] = []
         for bucket in buckets:
-            direction, grad_dot_x, dir_dot_x, dir_norm_sq = self.direction_pass(bucket, step)
-            directions.append(direction)
-            partials += [grad_dot_x, dir_dot_x, dir_norm_sq]
+            partials += self.direction_pass(bucket, step)
         device, dtype = self.scalar_device_dtype()
         zero = torch.zeros((), device=device, dtype=dtype)
         sums, mean_loss = self.reduce(
@@ -142,10 +161,10 @@ class _MoMoFamily(TunefreeOptimizer):
             taus.append(tau)
 
         tau_by_group = {id(group): tau for group, tau in zip(self.param_groups, taus)}
-        for bucket, direction in zip(buckets, directions):
+        for bucket in buckets:
             group = bucket.group
             tau = tau_by_group[id(group)].to(bucket.params[0].dtype)
-            self.apply_update(bucket, direction, tau)
+            self.apply_update(bucket, step, tau)
 
         self.stats = {
             "tau": taus[0].clone(),
@@ -154,23 +173,13 @@ class _MoMoFamily(TunefreeOptimizer):
             "step": step.clone(),
         }
 
-    def apply_update(self, bucket: Bucket, direction: list[Tensor], tau: Tensor) -> None:
-        """x <- (x - tau * direction) / (1 + lr * weight_decay)  (proximal weight decay)."""
-        lr, weight_decay = bucket.group["lr"], bucket.group["weight_decay"]
-        torch._foreach_addcmul_(bucket.params, direction, [tau] * len(direction), value=-1)
-        if weight_decay != 0:
-            torch._foreach_div_(bucket.params, 1.0 + lr * weight_decay)
-
-    def _model_dots(self, bucket: Bucket, moment: list[Tensor], metric_direction: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        device, dtype = self.scalar_device_dtype()
-        grad_dot_x = torch.zeros((), device=device, dtype=dtype)
-        dir_dot_x = torch.zeros((), device=device, dtype=dtype)
-        dir_norm_sq = torch.zeros((), device=device, dtype=dtype)
-        for param, grad, m, u in zip(bucket.params, bucket.grads, moment, metric_direction):
-            grad_dot_x = grad_dot_x + dot(grad, param, dtype)
-            dir_dot_x = dir_dot_x + dot(m, param, dtype)
-            dir_norm_sq = dir_norm_sq + dot(m, u, dtype)
-        return grad_dot_x, dir_dot_x, dir_norm_sq
+    def block_dots(self, grads: list[Tensor], params: list[Tensor], moment: list[Tensor], metric_direction: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(<g,x>, <m,x>, <m,u>) over one block, accumulated in the scalar dtype."""
+        _, dtype = self.scalar_device_dtype()
+        grad_dot_x = [dot(g, x, dtype) for g, x in zip(grads, params)]
+        dir_dot_x = [dot(m, x, dtype) for m, x in zip(moment, params)]
+        dir_norm_sq = [dot(m, u, dtype) for m, u in zip(moment, metric_direction)]
+        return torch.stack(grad_dot_x).sum(), torch.stack(dir_dot_x).sum(), torch.stack(dir_norm_sq).sum()
 
 
 class MoMo(_MoMoFamily):
@@ -232,10 +241,17 @@ class MoMo(_MoMoFamily):
         start = torch.zeros_like(param) if group["bias_correction"] else grad.clone()
         return {"momentum": start}
 
-    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        momentum = bucket.state["momentum"]
-        torch._foreach_lerp_(momentum, bucket.grads, 1.0 - bucket.group["beta"])
-        return (momentum, *self._model_dots(bucket, momentum, momentum))
+    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        dots = []
+        for (params, grads, momentum), _ in self.blocks([bucket.params, bucket.grads, bucket.state["momentum"]]):
+            torch._foreach_lerp_(momentum, grads, 1.0 - bucket.group["beta"])
+            dots.append(self.block_dots(grads, params, momentum, momentum))
+        return self.sum_dots(dots)
+
+    def apply_update(self, bucket: Bucket, step: Tensor, tau: Tensor) -> None:
+        for (params, momentum), _ in self.blocks([bucket.params, bucket.state["momentum"]]):
+            torch._foreach_addcmul_(params, momentum, [tau] * len(momentum), value=-1)
+            self.proximal_decay_(bucket, params)
 
 
 class MoMoAdam(_MoMoFamily):
@@ -290,25 +306,43 @@ class MoMoAdam(_MoMoFamily):
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         return {"exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
 
-    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
-        beta1, beta2 = bucket.group["betas"]
-        exp_avg, exp_avg_sq = bucket.state["exp_avg"], bucket.state["exp_avg_sq"]
-        torch._foreach_lerp_(exp_avg, bucket.grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, bucket.grads, bucket.grads, value=1.0 - beta2)
-        # direction = m / (sqrt(v / (1 - beta2^k)) + eps), built in one temporary list
-        bias_correction2_sqrt = torch.sqrt(1.0 - beta2 ** step).to(bucket.params[0].dtype)
-        direction = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(direction, bias_correction2_sqrt)
-        torch._foreach_add_(direction, bucket.group["eps"])
-        for moment, denominator in zip(exp_avg, direction):
-            torch.div(moment, denominator, out=denominator)
-        return (direction, *self._model_dots(bucket, exp_avg, direction))
+    @staticmethod
+    def _bias_correction2_sqrt(bucket: Bucket, step: Tensor) -> Tensor:
+        return torch.sqrt(1.0 - bucket.group["betas"][1] ** step).to(bucket.params[0].dtype)
 
-    def apply_update(self, bucket: Bucket, direction: list[Tensor], tau: Tensor) -> None:
+    @staticmethod
+    def _direction_(bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor], out: list[Tensor]) -> None:
+        """out <- m / (sqrt(v / (1 - beta2^k)) + eps), written into ``out`` (the block's scratch). The update
+        pass recomputes it with the same ops (bitwise the same) rather than keeping a model-sized buffer."""
+        torch._foreach_copy_(out, exp_avg_sq)
+        torch._foreach_sqrt_(out)
+        torch._foreach_div_(out, bias_correction2_sqrt)
+        torch._foreach_add_(out, bucket.group["eps"])
+        for moment, denominator in zip(exp_avg, out):
+            torch.div(moment, denominator, out=denominator)
+
+    def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        beta1, beta2 = bucket.group["betas"]
+        lists = [bucket.params, bucket.grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
+        bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
+        dots = []
+        for (params, grads, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
+            torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            dots.append(self.block_dots(grads, params, exp_avg, direction))
+        return self.sum_dots(dots)
+
+    def apply_update(self, bucket: Bucket, step: Tensor, tau: Tensor) -> None:
         group = bucket.group
-        if group["decoupled_weight_decay"] and group["weight_decay"] != 0:
-            torch._foreach_mul_(bucket.params, 1.0 - group["lr"] * group["weight_decay"])
-            torch._foreach_addcmul_(bucket.params, direction, [tau] * len(direction), value=-1)
-            return
-        super().apply_update(bucket, direction, tau)
+        decoupled = group["decoupled_weight_decay"] and group["weight_decay"] != 0
+        lists = [bucket.params, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
+        bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
+        for (params, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
+            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            if decoupled:
+                torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+            torch._foreach_addcmul_(params, direction, [tau] * len(direction), value=-1)
+            if not decoupled:
+                self.proximal_decay_(bucket, params)
