@@ -68,6 +68,7 @@ class OptimizerSummary:
     n_diverged: int
     n_error: int
     best_on_edge: bool
+    baseline: bool = False
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
 
     steps_done = sum(max(r["steps_done"], 1) for r in rows)
     return OptimizerSummary(
-        label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"],
+        label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"], baseline=bool(rows[0]["baseline"]),
         exps=exps, lrs=lrs, mean_scores=mean_scores, std_scores=std_scores, mean_val=mean_val,
         n_seeds=len(seeds),
         default_score=mean_scores[default_idx] if default_idx is not None else math.nan,
@@ -232,7 +233,8 @@ def _figure_lr_sensitivity(ts: TaskSummary) -> Any:
         y = np.asarray(opt.mean_scores, dtype=float)
         err = np.asarray(opt.std_scores)
         shown = np.where(np.isfinite(y), np.maximum(y, _SCORE_FLOOR), _SCORE_FLOOR)
-        line, = ax.plot(x, shown, marker="o", ms=4, label=opt.label, lw=1.5)
+        # baselines dashed, so tunefree's methods stand out where lines overlap
+        line, = ax.plot(x, shown, marker="o", ms=4, label=opt.label, lw=1.5, ls="--" if opt.baseline else "-")
         ok = np.isfinite(y) & (y > _SCORE_FLOOR)
         ax.errorbar(x[ok], y[ok], yerr=err[ok], fmt="none", ecolor=line.get_color(), alpha=0.5)
         bad = ~np.isfinite(y) | (y <= _SCORE_FLOOR)
