@@ -54,7 +54,7 @@ class AGD(TunefreeOptimizer):
         x <- x - lr sqrt(1 - beta2^t) / (1 - beta1^t) * r_t
 
     ``clip`` acts on the ratio before the bias-correction scale factor, as in the authors' code. The
-    difference ``s_t`` uses the fused form (no copy of ``m_{t-1}``; exact). The bias-correction scalars are
+    difference ``s_t`` is built in a cache-block scratch buffer as ``ds (g - m_{t-1} / (1 - beta1^(t-1)))`` (algebraically exact). The bias-correction scalars are
     computed in float64 from a float64 per-tensor step counter (the current authors' file counts in
     float32, which perturbs trajectories by ~1e-4 relative; agd.md §8.4). The ``win`` variant of the code
     is not implemented (not in the paper as far as could be checked).
@@ -139,9 +139,9 @@ class AGD(TunefreeOptimizer):
         bc1, bc2 = bias_correction(steps, beta1), bias_correction(steps, beta2)
         bc1_previous = bias_correction(steps - 1.0, beta1)
         difference_scale = (1.0 - beta1) / bc1
-        # -(1 - beta1)/bc1_t / bc1_{t-1}: multiplies m_{t-1}; at t = 1 mhat_0 = 0 (and bc1_0 = 0).
+        # -1/bc1_{t-1}: multiplies m_{t-1} inside s_t = ds (g - mhat_{t-1}); at t = 1 mhat_0 = 0 (and bc1_0 = 0).
         safe_previous = torch.where(steps > 1.0, bc1_previous, torch.ones_like(bc1_previous))
-        previous_scale = torch.where(steps > 1.0, -difference_scale / safe_previous, torch.zeros_like(bc1))
+        previous_ratio = torch.where(steps > 1.0, -1.0 / safe_previous, torch.zeros_like(bc1))  # s_t = ds (g + ratio m)
         bc2_sqrt = bc2.sqrt()
         threshold = delta * bc2_sqrt
         if clip is None:
@@ -160,16 +160,19 @@ class AGD(TunefreeOptimizer):
         exp_avg_sq = bucket.state["max_exp_avg_sq" if group["amsgrad"] else "exp_avg_sq"]
         lists = [
             bucket.params, grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], exp_avg_sq,
-            list(difference_scale.unbind(0)), list(previous_scale.unbind(0)),
-            list(threshold.unbind(0)), list(denominator_scale.unbind(0)),
+            # in the parameters' dtype once here, not cast again by every op on every block
+            *(list(v.to(bucket.params[0].dtype).unbind(0))
+              for v in (difference_scale, previous_ratio, threshold, denominator_scale)),
         ]
         counts: list[Tensor] = []
-        # Per block, in cache: two temporaries (s_t, then the denominator; a bool mask for the count).
-        for block, (work, sgd_mask) in self.blocks(lists, scratch=(None, torch.bool)):
-            params, block_grads, exp_avg, b, b_used, diff_scale, prev_scale, thresholds, den_scale = block
-            torch._foreach_copy_(work, block_grads)
+        # Per block, in cache: two temporaries (s_t, then the denominator; the SGD-like indicator).
+        for block, (work, indicator) in self.blocks(lists, scratch=(None, None)):
+            params, block_grads, exp_avg, b, b_used, diff_scale, prev_ratio, thresholds, den_scale = block
+            # s_t = ds * (g + (ps / ds) m), before m moves on (addcmul_ with a 0-dim factor is slow on CPU)
+            torch._foreach_copy_(work, exp_avg)
+            torch._foreach_mul_(work, prev_ratio)
+            torch._foreach_add_(work, block_grads)
             torch._foreach_mul_(work, diff_scale)
-            torch._foreach_addcmul_(work, exp_avg, prev_scale)  # s_t, before m moves on
             torch._foreach_lerp_(exp_avg, block_grads, 1.0 - beta1)
             torch._foreach_mul_(b, beta2)
             torch._foreach_addcmul_(b, work, work, value=1.0 - beta2)
@@ -181,9 +184,13 @@ class AGD(TunefreeOptimizer):
             if clip is None:
                 torch._foreach_mul_(denominator, den_scale)
             torch._foreach_maximum_(denominator, thresholds)
-            # SGD-like: the threshold won the maximum (ties count, as in sqrt(b) <= thr)
-            for d, thr, mask in zip(denominator, thresholds, sgd_mask):
-                counts.append(torch.count_nonzero(torch.eq(d, thr, out=mask)))
+            # SGD-like: the threshold won the maximum (ties count, as in sqrt(b) <= thr). thr / den is in
+            # (0, 1] and exactly 1 there (IEEE division of x < y never rounds up to 1), so floor() is the
+            # 0/1 indicator and its sum the count: cheaper than a bool mask from eq() and its count.
+            for d, thr, ind in zip(denominator, thresholds, indicator):
+                torch.div(thr, d, out=ind)
+            torch._foreach_floor_(indicator)
+            counts += [ind.sum() for ind in indicator]
             if clip is None:
                 torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
             else:
@@ -194,4 +201,4 @@ class AGD(TunefreeOptimizer):
                 torch._foreach_clamp_max_(ratio, clip)
                 torch._foreach_mul_(ratio, den_scale)
                 torch._foreach_add_(params, ratio, alpha=-lr)
-        return torch.stack(counts).sum()
+        return torch.stack(counts).to(torch.int64).sum()  # each count is an exact integer
