@@ -69,16 +69,6 @@ def test_rerunning_a_sweep_skips_finished_runs(tmp_path: Path, tiny_task: TinyTa
     assert all(stamps[r["run_id"]] == r["finished_at"] for r in rows if r["run_id"] in stamps)
 
 
-def _count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
-
-
 def _bench_cmd(out: Path) -> list[str]:
     return [sys.executable, "-m", "tunefree.cli", "bench", "--task", f"{TASK_FILE}:make_slow_task",
             "--optimizers", "sgd", "adam", "--seeds", "2", "--workers", "2", "--out", str(out),
@@ -96,7 +86,7 @@ def test_sigkilled_sweep_resumes_with_every_run_stored_exactly_once(tmp_path: Pa
                             start_new_session=True)  # own process group: the kill takes the workers too
     deadline = time.monotonic() + 60
     try:
-        while _count(db) < 4:
+        while Ledger.stored_runs(db.parent) < 4:
             assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read().decode()}"
             assert time.monotonic() < deadline, "sweep made no progress"
             time.sleep(0.05)

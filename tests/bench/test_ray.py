@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -72,16 +71,6 @@ def test_ray_task_failure_is_recorded_not_raised(ray_address, tmp_path):
     assert len(results) == 1 and results[0].status == "error" and "boom" in results[0].error
 
 
-def _count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    except sqlite3.OperationalError:  # table not created yet
-        return 0
-
-
 @pytest.mark.slow
 def test_killed_ray_driver_resumes_every_run_once(ray_address, tmp_path):
     # a task file of its own: ~1.5 s per run, so the driver is surely killed mid-sweep
@@ -104,14 +93,14 @@ def test_killed_ray_driver_resumes_every_run_once(ray_address, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     deadline = time.monotonic() + 90
-    while _count(out / "ledger.sqlite") < 2:
+    while Ledger.stored_runs(out) < 2:
         assert driver.poll() is None, driver.stdout.read()
         assert time.monotonic() < deadline, "no results stored in time"
         time.sleep(0.05)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     driver.stdout.close()
-    stored = _count(out / "ledger.sqlite")
+    stored = Ledger.stored_runs(out)
     assert 2 <= stored < 12, f"the kill did not land mid-sweep ({stored} stored)"
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 from functools import lru_cache
-from typing import Callable
 
 import pytest
 import torch
@@ -85,16 +84,6 @@ def _bn_dropout_model() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 12), nn.BatchNorm1d(12), nn.Dropout(0.5), nn.Tanh(), nn.Linear(12, 1)).double()
 
 
-def _bn_closure(model: nn.Module, optimizer: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor) -> Callable:
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = ((model(xb) - yb) ** 2).mean()
-        loss.backward()
-        return loss
-
-    return closure
-
-
 def _bn_data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(100 + step)
     xb = torch.randn(16, 5, generator=generator, dtype=torch.float64)
@@ -121,12 +110,12 @@ def test_extra_pass_leaves_batchnorm_and_rng_as_one_plain_forward(how: str) -> N
         plain = copy.deepcopy(model)  # the hook is copied too: it records the plain pass's mask
         rng = torch.get_rng_state()
         masks.clear()
-        _bn_closure(plain, torch.optim.SGD(plain.parameters(), lr=0.0), xb, yb)()
+        make_closure(plain, torch.optim.SGD(plain.parameters(), lr=0.0), (xb, yb))()
         expected_buffers, expected_rng, plain_mask = _bn_buffers(plain), torch.get_rng_state(), masks[0]
         torch.set_rng_state(rng)
         masks.clear()
 
-        optimizer.step(_bn_closure(model, optimizer, xb, yb))
+        optimizer.step(make_closure(model, optimizer, (xb, yb)))
 
         assert len(masks) == (1 if step == 0 else 2)
         assert torch.equal(masks[0], plain_mask)
@@ -146,7 +135,7 @@ def test_without_model_batchnorm_updates_twice_but_masks_still_match() -> None:
     model[2].register_forward_hook(lambda module, inputs, output: masks.append(output != 0))
     for step in range(3):
         masks.clear()
-        optimizer.step(_bn_closure(model, optimizer, *_bn_data(step)))
+        optimizer.step(make_closure(model, optimizer, _bn_data(step)))
     assert int(model[1].num_batches_tracked) == 1 + 2 + 2
     assert torch.equal(masks[0], masks[1])
 
@@ -158,7 +147,7 @@ def test_rng_replay_can_be_switched_off() -> None:
     model[2].register_forward_hook(lambda module, inputs, output: masks.append(output != 0))
     for step in range(2):
         masks.clear()
-        optimizer.step(_bn_closure(model, optimizer, *_bn_data(step)))
+        optimizer.step(make_closure(model, optimizer, _bn_data(step)))
     assert not torch.equal(masks[0], masks[1])
 
 

@@ -192,3 +192,15 @@ class Ledger:
     @staticmethod
     def exists(folder: str | Path) -> bool:
         return (Path(folder) / LEDGER_NAME).exists()
+
+    @staticmethod
+    def stored_runs(folder: str | Path) -> int:
+        """Runs stored so far, read without taking a writer's lock (safe while a sweep is writing)."""
+        path = Path(folder) / LEDGER_NAME
+        if not path.exists():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+                return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not created yet
+            return 0

@@ -36,7 +36,7 @@ import torch
 
 from tunefree.integrations import find_tunefree_optimizer
 
-__all__ = ["LossFeedMixin", "TunefreeTrainer", "add_loss_feed", "feed_micro_batch_loss"]
+__all__ = ["LossFeedMixin", "TunefreeTrainer", "add_loss_feed", "feed_micro_batch_loss"]  # noqa: F822 (lazy, see __getattr__)
 
 _STEP_ATTR = "_tunefree_feed_step"
 _SUM_ATTR = "_tunefree_feed_sum"
