@@ -16,7 +16,6 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from ._common import ClassifierInstance, Split, init_model, to_splits
