@@ -342,21 +342,22 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         shard or loss makes every rank refuse or skip the step, so the ranks never disagree on whether
         to enter the step's collectives.
         """
-        maxima: list[Tensor] = [torch.zeros(1)]
+        # Everything stays on the parameters' device until the one .item() at the end: each .cpu() of
+        # a device tensor would be a host synchronisation of its own.
+        device, _ = self.scalar_device_dtype()
+        maxima: list[Tensor] = [torch.zeros(1, device=device)]
         if loss is not None:
-            maxima.append(loss.abs().to(torch.float32).cpu().reshape(1))
+            maxima.append(loss.abs().to(device=device, dtype=torch.float32).reshape(1))
         for group in self.param_groups:
             # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have no inf-norm.
             grads = [g for g in (local_tensor(p.grad) for p in group["params"] if p.grad is not None) if g.numel()]
             if grads:
                 # The max-abs norm propagates NaN and is Inf exactly when an entry is.
                 norms = torch._foreach_norm(grads, math.inf)
-                maxima.append(torch.stack(norms).to(torch.float32).max().cpu().reshape(1))
+                maxima.append(torch.stack([n.to(device) for n in norms]).to(torch.float32).max().reshape(1))
         bad = (~torch.isfinite(torch.cat(maxima))).any().to(torch.float32).reshape(1)
         group = self._reduction_group()
         if group is not None and dist.get_world_size(group) > 1:
-            device, _ = self.scalar_device_dtype()
-            bad = bad.to(device)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
         return not bool(bad.item())
 
