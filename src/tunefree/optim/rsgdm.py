@@ -24,8 +24,6 @@ from tunefree.optim._core import (
     Bucket,
     Closure,
     TunefreeOptimizer,
-    block_numel,
-    cache_blocks,
     check_range,
     coupled_weight_decay,
 )
@@ -117,7 +115,7 @@ class RSGDM(TunefreeOptimizer):
         lists = [bucket.params, grads, bucket.state["momentum_buffer"]]
         if correction:
             lists.append(bucket.state["previous_grad"])
-        for block in cache_blocks(lists, block_numel(bucket.params[0].device)):
+        for block, _ in self.blocks(lists):
             params, block_grads, momentum = block[:3]
             if correction:
                 previous = block[3]
