@@ -29,6 +29,7 @@ class GALAReference(Reference):
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
+        self.L_last = 0.0  # the curvature of the last step that moved: reused when a step did not move
         self.x_prev: dict[int, torch.Tensor] = {}
         self.u_prev: dict[int, torch.Tensor] = {}  # the direction of the last step, per unit of eta
 
@@ -72,11 +73,13 @@ class GALAReference(Reference):
                 diff_sq += float(((g - gh) ** 2).sum())
                 dx_sq += float((dx * dx).sum())
                 u_sq += float((u * u).sum())
-            L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else 0.0
+            L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else self.L_last
             b = L * u_sq
             if math.isfinite(a) and math.isfinite(b) and math.isfinite(diff_sq):
                 self.A += a
                 self.B += b
+                if dx_sq > 0:
+                    self.L_last = L
             den = self.delta + self.B
             if den > 0:
                 self.eta = min(max((self.delta * eta0 + self.A) / den, self.lr_min), self.lr_max)

@@ -8,7 +8,8 @@ Choosing a global learning rate ``eta`` is cast as 1-D online learning. After th
            b_t = L_t \|u_{t-1}\|^2, \qquad
            L_t = \frac{\|g_t - \hat g_t\|}{\|x_t - x_{t-1}\|}
 
-(``L_t = 0`` when ``x_t = x_{t-1}``), where ``g_t = grad f(x_t; xi_t)`` and
+(when ``x_t = x_{t-1}``, i.e. after a step at ``eta = 0``, ``L_t`` is the last measured curvature, 0 before
+any), where ``g_t = grad f(x_t; xi_t)`` and
 ``ghat_t = grad f(x_{t-1}; xi_t)`` are two gradients **on the same mini-batch** ``xi_t``. Follow-the-
 Regularized-Leader with the regulariser ``(delta/2)(eta - eta_0)^2`` has the closed form
 
@@ -38,6 +39,13 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
 * **the eta used at step t** already includes the feedback ``a_t, b_t`` measured at ``x_t`` (it is known
   before the step is taken).
 * **lower clip** ``lr_min = 0`` (as in the theory); ``lr_max = inf`` (the practical version drops it).
+* **an unmoved step reuses the last curvature** (a deliberate deviation from gala.md, which sets ``L_t = 0``
+  when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment still counts in
+  full (so ``eta`` can leave 0, as gala.md intends) but ``L_t = 0`` makes ``b_t = 0``, and the step back is
+  ``A / B`` with a ``B`` that never saw the current region. Measured on the test MLP from ``lr0 = 1`` (SGD
+  base, momentum 0): with ``L_t = 0`` eta went 0 -> 28 -> 8470 and the run diverged; with the last curvature
+  it went 0 -> 0.23 -> 0.095 and the run recovered (final loss 20x tuned SGD: the blow-up of the first steps
+  stays in ``A`` and ``B``).
 * **weight decay is decoupled** for both bases (``x <- (1 - lr wd) x - lr u``), also for SGD, whose torch
   convention couples it into the gradient: then ``g``, ``ghat`` and ``u`` are pure loss quantities and the
   alignment does not see the regulariser, while ``||x_t - x_{t-1}||`` is still the true distance moved.
@@ -130,15 +138,19 @@ class GALA(TunefreeOptimizer):
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
         alignment: ``"direction"`` (default, gala.md §13: ``a_t = <g_t, u_{t-1}>``, any base) or
             ``"same_batch"`` (gala.md §4.2 reading A: ``a_t = <g_t, ghat_t>``, both on the current batch;
-            ``base="sgd"`` only, a ``ValueError`` with Adam). Measured (tests/optim/test_gala.py, 300 steps,
-            starts 1e-5..1): on a mini-batch MLP with batches cycled in order the default SGD base collapses
-            to lr 0 (consecutive batches' noise is anti-correlated, so ``<g_t, u_{t-1}>`` sums negative), while
-            ``"same_batch"`` settles at the best fixed SGD-M rate (0.031-0.039 vs 0.032) with a loss within 1.3x
-            of tuned SGD-M from every start <= 0.1; on an ill-conditioned full-batch quadratic both are
-            consistent across starts but conservative (lr ~0.06 vs ~0.22; tuned heavy-ball: 3.2). The Adam
-            base (``"direction"``) adapts from starts <= 1e-2 on both. No configuration meets "every start
-            1e-5..1 within 3x, loss within 2x of tuned SGD-M": the un-adapted first step at lr 1 diverges the
-            MLP for every SGD variant.
+            ``base="sgd"`` only, a ``ValueError`` with Adam).
+
+            Measured (tests/optim/test_gala.py: 300 steps, starts 1e-5..1, final lr / final loss relative to
+            the best fixed-lr SGD run with the same momentum). Mini-batch MLP, batches cycled in order: the
+            default SGD base collapses to lr 0 (consecutive batches' noise is anti-correlated, so
+            ``<g_t, u_{t-1}>`` sums negative; 10-21x); ``"same_batch"`` settles near the best fixed rate from
+            every start <= 0.1 (momentum 0.9: lr 0.031-0.039 vs 0.032, loss 1.15-1.28x; momentum 0: lr 0.09
+            vs 0.18, 1.3-1.4x), while start 1 survives its un-adapted first step but ends 20-52x. Full-batch
+            quadratic (condition number 1000): consistent across starts but about half the best rate (momentum
+            0: lr 0.82 vs 1.78, loss 3.4-3.9x) and hopeless against tuned heavy-ball, which exploits momentum
+            at lr 3.2 (GALA 0.06-0.22; 1e10x). The Adam base beats tuned heavy-ball on the quadratic from starts
+            <= 0.1 (0.3-0.5x; start 1: 3.6x) and is within 1.1x of tuned SGD-M on the MLP from starts <= 1e-2. No configuration meets issue 3's
+            "every start 1e-5..1 within 3x, loss within 2x of the best fixed-lr SGD run".
         model: the module trained, so that the extra pass can restore its BatchNorm statistics (see
             :meth:`attach`).
         buffers: which buffers of ``model`` are restored: ``"norm"`` (running statistics of normalisation
@@ -364,6 +376,7 @@ class GALA(TunefreeOptimizer):
         big_a = self.global_scalar("A", 0.0)
         big_b = self.global_scalar("B", 0.0)
         dropped = self.global_scalar("dropped_feedback", 0.0)
+        last_curvature = self.global_scalar("last_curvature", 0.0)
         device, dtype = self.scalar_device_dtype()
         zero = torch.zeros((), device=device, dtype=dtype)
         alignment, curvature = zero, zero
@@ -392,7 +405,13 @@ class GALA(TunefreeOptimizer):
             totals, mean_loss2 = self.reduce(sums, loss2)
             align, diff_sq, dx_sq, u_sq = totals[0], totals[1], totals[2], totals[3]
             moved = dx_sq > 0
-            curvature = torch.where(moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), zero)
+            # An unmoved step (eta = 0) measures no curvature: reuse the last estimate. With L = 0 there, b = 0
+            # while a = <g, u> counts in full, and the first step back from eta = 0 is A / B with a B that
+            # never saw this region: measured on the test MLP from lr0 = 1, eta jumped 0 -> 28 -> 8470 and
+            # the run diverged.
+            curvature = torch.where(
+                moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), last_curvature
+            )
             b_t = curvature * u_sq
             # A non-finite second evaluation (or an overflow) drops this step's feedback entirely.
             # (diff_sq is checked itself: with dx = 0 the curvature ignores it, the rule must not.)
@@ -401,6 +420,7 @@ class GALA(TunefreeOptimizer):
                 ok = ok & torch.isfinite(mean_loss2)
             alignment = torch.where(ok, align, zero)
             curvature = torch.where(ok, curvature, zero)
+            last_curvature.copy_(torch.where(ok & moved, curvature, last_curvature))
             big_a.add_(alignment)
             big_b.add_(torch.where(ok, b_t, zero))
             dropped.add_((~ok).to(dtype))
