@@ -7,6 +7,7 @@ itself never stops on a failed run (those are recorded in the ledger).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Sequence
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--grid-points", nargs="+", type=float, metavar="K",
                        help="lr exponents k (lr = default * 10**k) instead of the suite's grid")
     bench.add_argument("--no-extend", action="store_true", help="do not extend grids whose best point is on an edge")
+    bench.add_argument("--seeds-near-best", type=float, default=None, metavar="DECADES",
+                       help="run the full grid with the first seed only and the further seeds only within "
+                            "DECADES of each method's best point (e.g. 0.5)")
     bench.add_argument("--retry-errors", action="store_true", help="re-run runs stored with status 'error'")
     bench.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -170,6 +174,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.grid_points is not None and len(set(args.grid_points)) != len(args.grid_points):
         raise UsageError("--grid-points must not repeat a value")
+    if args.seeds_near_best is not None and not (0 <= args.seeds_near_best < math.inf):
+        raise UsageError(f"--seeds-near-best must be a number of decades >= 0, got {args.seeds_near_best}")
     executor = None
     if args.executor == "ray":
         from tunefree.bench.executors import RayExecutor
@@ -186,7 +192,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             refs, optimizers=args.optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
             workers=args.workers, exponents=args.grid_points,
             extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
-            progress=not args.no_progress, report=not args.no_report, executor=executor,
+            seeds_near_best=args.seeds_near_best, progress=not args.no_progress, report=not args.no_report, executor=executor,
         )
     except ValueError as exc:  # raised before any run starts (e.g. an explicitly named optimizer won't import)
         raise UsageError(str(exc).splitlines()[0]) from None

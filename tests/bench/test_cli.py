@@ -32,7 +32,8 @@ def test_unknown_task(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert "MODULE:FACTORY" in _error(capsys, ["bench", "--task", "no_colon", "--out", str(tmp_path)])
 
 
-@pytest.mark.parametrize("flag,value", [("--seeds", "0"), ("--seeds", "x"), ("--workers", "0"), ("--suite", "big")])
+@pytest.mark.parametrize("flag,value", [("--seeds", "0"), ("--seeds", "x"), ("--workers", "0"), ("--suite", "big"),
+                                        ("--seeds-near-best", "-1"), ("--seeds-near-best", "nan")])
 def test_bad_values(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str) -> None:
     err = _error(capsys, ["bench", "--task", TASK, flag, value, "--out", str(tmp_path)])
     assert flag in err

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import TASK_FILE, TinyTask
 from tunefree.bench import Ledger, run_one, run_sweep
 from tunefree.bench.sweep import build_specs
@@ -67,6 +69,48 @@ def test_rerunning_a_sweep_skips_finished_runs(tmp_path: Path, tiny_task: TinyTa
         rows = ledger.rows()
     assert len(rows) == 30
     assert all(stamps[r["run_id"]] == r["finished_at"] for r in rows if r["run_id"] in stamps)
+
+
+def test_seeds_near_best_run_the_grid_once_and_more_seeds_only_near_each_best(
+    tmp_path: Path, tiny_task: TinyTask
+) -> None:
+    from tunefree.bench.sweep import exponents_near_best
+
+    kw: dict[str, Any] = dict(optimizers=["sgd", "adam"], out=tmp_path, workers=1, progress=False,
+                              report=False, log=_quiet, suite="quick", extend_grid=False)
+    summary = run_sweep(tiny_task, seeds=3, seeds_near_best=0.5, **kw)
+    with Ledger(tmp_path) as ledger:
+        rows = ledger.rows()
+    grid = sorted({r["lr_exp"] for r in rows})
+    for name in ("sgd", "adam"):
+        mine = [r for r in rows if r["optimizer"] == name]
+        first = [(r["lr_exp"], r["final_val"]) for r in mine if r["seed"] == 0]
+        assert sorted(k for k, _ in first) == grid  # the whole grid with the first seed
+        near = exponents_near_best(first, higher_is_better=False, radius=0.5)
+        finite = [(k, v) for k, v in first if v is not None]
+        best = min(finite, key=lambda kv: kv[1])[0]
+        assert best in near and all(abs(k - best) <= 0.5 for k in near) and len(near) < len(grid)
+        for seed in (1, 2):  # further seeds exactly there
+            assert sorted(r["lr_exp"] for r in mine if r["seed"] == seed) == near
+    assert summary.executed == summary.total == len(rows)
+    # asking again is a no-op; asking for more seeds adds only the new seed at the same points
+    assert run_sweep(tiny_task, seeds=3, seeds_near_best=0.5, **kw).executed == 0
+    more = run_sweep(tiny_task, seeds=4, seeds_near_best=0.5, **kw)
+    with Ledger(tmp_path) as ledger:
+        assert more.executed == sum(1 for r in ledger.rows() if r["seed"] == 3) > 0
+
+
+def test_exponents_near_best_ignore_failed_points_and_bad_radius(tmp_path: Path, tiny_task: TinyTask) -> None:
+    from tunefree.bench.sweep import exponents_near_best
+
+    # the lowest loss at k = 1 has a diverged seed: it cannot be the best
+    results = [(-1.0, 0.5), (-0.5, 0.3), (0.0, 0.4), (1.0, 0.1), (1.0, None)]
+    assert exponents_near_best(results, higher_is_better=False, radius=0.5) == [-1.0, -0.5, 0.0]
+    assert exponents_near_best(results, higher_is_better=True, radius=0.0) == [-1.0]
+    assert exponents_near_best([(0.0, None)], higher_is_better=False, radius=1.0) == []
+    with pytest.raises(ValueError, match="seeds_near_best"):
+        run_sweep(tiny_task, optimizers=["sgd"], seeds=2, seeds_near_best=-1.0, out=tmp_path,
+                  progress=False, report=False, log=_quiet)
 
 
 def _bench_cmd(out: Path) -> list[str]:

@@ -301,16 +301,9 @@ def propose_grid_extension(
     decades). If every point failed, propose a smaller learning rate, since that is where a working
     region must be. Returns the new exponents (empty when the optimum is interior).
     """
-    by_exp: dict[float, list[float | None]] = {}
-    for k, value in results:
-        by_exp.setdefault(round(float(k), 6), []).append(value)
-    if not by_exp:
+    grid, means = _seed_means_by_exponent(results)
+    if not grid:
         return []
-    grid = sorted(by_exp)
-    means: dict[float, float] = {}
-    for k, values in by_exp.items():
-        if all(v is not None and math.isfinite(v) for v in values):
-            means[k] = sum(values) / len(values)  # type: ignore[arg-type]
     proposals: list[float] = []
     if not means:
         candidate = grid[0] - step
@@ -321,7 +314,36 @@ def propose_grid_extension(
         proposals.append(round(best + step, 6))
     if best == grid[0] and abs(best - step) <= max_abs_exp + 1e-9:
         proposals.append(round(best - step, 6))
-    return [k for k in proposals if k not in by_exp]
+    return [k for k in proposals if k not in grid]
+
+
+def _seed_means_by_exponent(
+    results: Iterable[tuple[float, float | None]],
+) -> tuple[list[float], dict[float, float]]:
+    """(every measured exponent sorted, seed-mean metric of the exponents where no seed failed)."""
+    by_exp: dict[float, list[float | None]] = {}
+    for k, value in results:
+        by_exp.setdefault(round(float(k), 6), []).append(value)
+    means = {
+        k: sum(values) / len(values)  # type: ignore[arg-type]
+        for k, values in by_exp.items()
+        if all(v is not None and math.isfinite(v) for v in values)
+    }
+    return sorted(by_exp), means
+
+
+def exponents_near_best(
+    results: Iterable[tuple[float, float | None]], higher_is_better: bool, radius: float
+) -> list[float]:
+    """The measured exponents within ``radius`` decades of the best seed-mean point (none if every point
+    failed): where further seeds pay off first, because that is where a method's good region and its
+    W95 are decided."""
+    grid, means = _seed_means_by_exponent(results)
+    if not means:
+        return []
+    pick = max if higher_is_better else min
+    best = pick(means, key=lambda k: means[k])
+    return [k for k in grid if abs(k - best) <= radius + 1e-9]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -376,6 +398,7 @@ def run_sweep(
     extend_grid: bool | None = None,
     max_extension_rounds: int = 4,
     retry_errors: bool = False,
+    seeds_near_best: float | None = None,
     progress: bool = True,
     report: bool = True,
     executor: Any = None,
@@ -390,6 +413,11 @@ def run_sweep(
     is the suite's exponents unless ``exponents`` is given. ``extend_grid`` (default: on for the
     standard suite) adds points beyond an edge that holds a method's best result. Finished runs in the
     ledger are skipped, so calling this again resumes a killed sweep.
+
+    ``seeds_near_best=R`` (decades) spends the extra seeds where they matter when time is short: the
+    whole grid (and its extension) runs with the first seed only, then every further seed runs only at the
+    exponents within ``R`` decades of each method's best first-seed point on each task. Called again
+    with more seeds or a larger ``R``, it adds just the missing runs.
     """
     from tqdm.auto import tqdm
 
@@ -403,6 +431,9 @@ def run_sweep(
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     seed_list = _normalise_seeds(seeds, suite)
+    if seeds_near_best is not None and not (seeds_near_best >= 0 and math.isfinite(seeds_near_best)):
+        raise ValueError(f"seeds_near_best must be a number of decades >= 0, got {seeds_near_best}")
+    grid_seeds = seed_list[:1] if seeds_near_best is not None else seed_list
     extend = (suite == "standard") if extend_grid is None else extend_grid
     exps = tuple(SUITE_EXPONENTS[suite] if exponents is None else exponents)
     step = min((b - a for a, b in zip(sorted(exps), sorted(exps)[1:]) if b > a), default=0.5)
@@ -473,9 +504,18 @@ def run_sweep(
         versions = {}
         for obj, ref in resolved:
             versions[obj.name] = code_version(obj)
-            specs += build_specs(obj, ref, [e.name for e in entries], seed_list, suite, exps,
+            specs += build_specs(obj, ref, [e.name for e in entries], grid_seeds, suite, exps,
                                  optimizer_kwargs, versions[obj.name])
         summary.total = len(specs)
+
+        def execute(candidates: list[RunSpec], bar: Any) -> None:
+            for result in executor.run_all(candidates, run_fn):
+                ledger.store(result, replace=retry_errors)
+                summary.executed += 1
+                summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+                bar.update(1)
+                bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+
         for round_index in range(max_extension_rounds + 1):
             done = ledger.finished_ids(include_errors=not retry_errors)
             todo = [s for s in specs if s.run_id not in done]
@@ -486,21 +526,29 @@ def run_sweep(
                 log(f"grid extension round {round_index}: {len(todo)} more runs")
             bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo,
                        desc="sweep" if round_index == 0 else f"extension {round_index}")
-            for result in executor.run_all(todo, run_fn):
-                ledger.store(result, replace=retry_errors)
-                summary.executed += 1
-                summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
-                bar.update(1)
-                bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+            execute(todo, bar)
             bar.close()
             if not extend:
                 break
-            new_specs = _extension_specs(ledger, resolved, entries, seed_list, suite, step,
+            new_specs = _extension_specs(ledger, resolved, entries, grid_seeds, suite, step,
                                          optimizer_kwargs, versions, specs)
             if not new_specs:
                 break
             specs += new_specs
             summary.total = len(specs)
+
+        if seeds_near_best is not None and len(seed_list) > 1:
+            more = _near_best_specs(ledger, resolved, entries, seed_list, suite, seeds_near_best,
+                                    optimizer_kwargs, versions)
+            done = ledger.finished_ids(include_errors=not retry_errors)
+            todo = [s for s in more if s.run_id not in done]
+            summary.total += len(more)
+            summary.skipped += len(more) - len(todo)
+            log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
+                f"{len(more)} runs, {len(todo)} to run")
+            bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo, desc="more seeds")
+            execute(todo, bar)
+            bar.close()
     finally:
         ledger.close()
     if report:
@@ -509,6 +557,31 @@ def run_sweep(
         summary.report_path = write_report(out)
         log(f"report: {summary.report_path}")
     return summary
+
+
+def _near_best_specs(
+    ledger: Any,
+    resolved: list[tuple[Task, str]],
+    entries: list[OptimizerInfo],
+    seeds: list[int],
+    suite: str,
+    radius: float,
+    optimizer_kwargs: dict[str, dict[str, Any]] | None,
+    versions: dict[str, str],
+) -> list[RunSpec]:
+    """Specs of seeds[1:] at the exponents near each (task, optimizer)'s best point of seeds[0]."""
+    new: list[RunSpec] = []
+    for obj, ref in resolved:
+        for entry in entries:
+            kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
+            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
+                               code_version=versions[obj.name], kwargs=kw)
+            results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] == seeds[0]]
+            near = exponents_near_best(results, obj.higher_is_better, radius)
+            if near:
+                new += build_specs(obj, ref, [entry.name], seeds[1:], suite, near,
+                                   optimizer_kwargs, versions[obj.name])
+    return new
 
 
 def _extension_specs(
