@@ -22,10 +22,19 @@ __all__ = [
     "normalized_score",
     "seed_mean",
     "robust_width",
+    "robust_widths",
+    "grid_spacing",
     "expected_trials",
+    "prob_target_within",
     "expected_best_of",
     "steps_to_target",
     "best_metric",
+    "bootstrap_seed_counts",
+    "bootstrap_seed_means",
+    "percentile_interval",
+    "performance_ratios",
+    "performance_profile",
+    "profile_area",
 ]
 
 
@@ -54,13 +63,17 @@ def best_metric(values: Sequence[float | None], higher_is_better: bool) -> float
     return max(finite) if higher_is_better else min(finite)
 
 
-def seed_mean(scores: Sequence[float]) -> float:
+def seed_mean(scores: Sequence[float], diverged: float | None = None) -> float:
     """Mean over seeds where any ``-inf`` (a diverged seed) makes the mean ``-inf``.
 
     A divergence in one seed is a failure of that learning rate, not an outlier to be averaged away.
-    NaN scores (no defined scale) propagate as NaN.
+    NaN scores (no defined scale) propagate as NaN. With ``diverged`` given, each ``-inf`` is replaced
+    by that value first (``diverged=0.0``: a diverged run counts as "no progress"), so the mean stays
+    finite; that is the convention of the "diverged = 0" expected-best numbers.
     """
     arr = np.asarray(list(scores), dtype=float)
+    if diverged is not None:
+        arr = np.where(np.isneginf(arr), float(diverged), arr)
     if arr.size == 0:
         return math.nan
     if np.isnan(arr).any():
@@ -92,9 +105,7 @@ def robust_width(
     ks = np.asarray(exponents, dtype=float)[order]
     ss = np.asarray(scores, dtype=float)[order]
     if spacing is None:
-        gaps = np.diff(ks)
-        gaps = gaps[gaps > 0]
-        spacing = float(gaps.min()) if gaps.size else 0.5
+        spacing = grid_spacing(ks)
     best = current = 0
     previous_k: float | None = None
     for k, s in zip(ks, ss):
@@ -109,6 +120,44 @@ def robust_width(
     return best * spacing
 
 
+def grid_spacing(exponents: Sequence[float]) -> float:
+    """Smallest gap between distinct grid exponents (the width one grid point counts in W95); 0.5 for a
+    grid of fewer than two distinct points."""
+    gaps = np.diff(np.sort(np.asarray(list(exponents), dtype=float)))
+    gaps = gaps[gaps > 0]
+    return float(gaps.min()) if gaps.size else 0.5
+
+
+def robust_widths(
+    exponents: Sequence[float],
+    score_rows: np.ndarray | Sequence[Sequence[float]],
+    threshold: float = 0.95,
+    spacing: float | None = None,
+) -> np.ndarray:
+    """:func:`robust_width` of every row of a ``(rows, points)`` array of scores on one grid.
+
+    Vectorised over rows (bootstrap resamples), with the same conventions: NaN is not good, a gap
+    larger than ``spacing`` (default: the grid's smallest gap) breaks contiguity.
+    """
+    rows = np.asarray(score_rows, dtype=float)
+    if rows.ndim != 2 or rows.shape[1] != len(exponents):
+        raise ValueError(f"score_rows must have shape (rows, {len(exponents)}), got {rows.shape}")
+    if not len(exponents):
+        return np.zeros(rows.shape[0])
+    order = np.argsort(np.asarray(exponents, dtype=float))
+    ks = np.asarray(exponents, dtype=float)[order]
+    good = rows[:, order] >= threshold  # NaN compares False
+    if spacing is None:
+        spacing = grid_spacing(ks)
+    contiguous = np.diff(ks) <= spacing * 1.0001
+    current = good[:, 0].astype(int)
+    best = current.copy()
+    for j in range(1, ks.size):
+        current = np.where(good[:, j], np.where(contiguous[j - 1], current + 1, 1), 0)
+        best = np.maximum(best, current)
+    return best * spacing
+
+
 def expected_trials(n: int, k: int) -> float:
     """Expected number of random draws *without replacement* from ``n`` grid points until one of the
     ``k`` good points is drawn: ``(n + 1) / (k + 1)``; ``inf`` when ``k == 0``."""
@@ -117,6 +166,23 @@ def expected_trials(n: int, k: int) -> float:
     if k == 0:
         return math.inf
     return (n + 1) / (k + 1)
+
+
+def prob_target_within(n: int, k: int, b: int) -> float:
+    """Probability that ``b`` random grid trials without replacement hit at least one of the ``k`` good
+    points among ``n``: ``1 - C(n-k, b) / C(n, b)``.
+
+    Exact and well defined whatever the other points scored (diverged included). ``b`` larger than
+    ``n`` is clipped to ``n``; NaN for an empty grid.
+    """
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got n={n}, k={k}")
+    if b < 1:
+        raise ValueError(f"b must be >= 1, got {b}")
+    if n == 0:
+        return math.nan
+    b = min(b, n)
+    return 1.0 - math.comb(n - k, b) / math.comb(n, b)
 
 
 def expected_best_of(scores: Sequence[float], b: int) -> float:
@@ -157,3 +223,109 @@ def steps_to_target(
         if score is not None and math.isfinite(score) and score >= threshold:
             return float(step)
     return math.inf
+
+
+
+# --------------------------------------------------------------------------------------------------
+# bootstrap over seeds
+# --------------------------------------------------------------------------------------------------
+
+
+def bootstrap_seed_counts(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, n_seeds)`` multiplicities of each seed in a resample of ``n_seeds`` seeds drawn
+    with replacement (each row sums to ``n_seeds``)."""
+    if n_seeds < 1 or n_resamples < 1:
+        raise ValueError(f"need n_seeds >= 1 and n_resamples >= 1, got {n_seeds}, {n_resamples}")
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_resamples)
+
+
+def bootstrap_seed_means(scores: np.ndarray, measured: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Seed-mean scores of every grid point under every seed resample.
+
+    ``scores`` is ``(points, seeds)``: the score of each run; ``measured`` marks the runs that exist
+    (grid points may have fewer seeds than others); ``counts`` is ``(resamples, seeds)`` from
+    :func:`bootstrap_seed_counts`. A drawn seed counts as often as it was drawn, with the conventions
+    of :func:`seed_mean` (a drawn ``-inf`` makes the point ``-inf``, a drawn NaN makes it NaN). A point
+    none of whose measured seeds was drawn keeps its full-sample seed mean, so a point measured with
+    one seed contributes no resampling variation. Returns ``(resamples, points)``.
+    """
+    scores = np.asarray(scores, dtype=float)
+    measured = np.asarray(measured, dtype=bool)
+    counts = np.asarray(counts, dtype=float)
+    if scores.shape != measured.shape or counts.ndim != 2 or counts.shape[1] != scores.shape[1]:
+        raise ValueError(f"shapes do not match: scores {scores.shape}, measured {measured.shape}, "
+                         f"counts {counts.shape}")
+    full = np.array([seed_mean(scores[p, measured[p]]) for p in range(scores.shape[0])])
+    neginf = measured & np.isneginf(scores)
+    nan = measured & np.isnan(scores)
+    values = np.where(measured & ~neginf & ~nan, scores, 0.0)
+    weight = counts @ measured.T.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (counts @ values.T) / weight
+    means[(counts @ neginf.T.astype(float)) > 0] = -np.inf
+    means[(counts @ nan.T.astype(float)) > 0] = np.nan
+    empty = weight == 0
+    means[empty] = np.broadcast_to(full, means.shape)[empty]
+    return means
+
+
+def percentile_interval(samples: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Central percentile interval of bootstrap ``samples`` (``level`` = 0.95: 2.5 % and 97.5 %)."""
+    arr = np.asarray(samples, dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(arr, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------------
+# performance profiles (AlgoPerf style)
+# --------------------------------------------------------------------------------------------------
+
+
+def performance_ratios(costs: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    """Per task (row), each method's (column) cost divided by the best method's cost on that task.
+
+    Costs are e.g. expected trials to target; ``inf`` or NaN (target never reached, method not run)
+    gives ratio ``inf``, and a task no method solved gives ``inf`` for every method.
+    """
+    arr = np.asarray(costs, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"costs must be (tasks, methods), got shape {arr.shape}")
+    arr = np.where(np.isfinite(arr), arr, np.inf)
+    if (arr <= 0).any():
+        raise ValueError("costs must be positive")
+    best = arr.min(axis=1, keepdims=True) if arr.size else np.zeros((arr.shape[0], 1))
+    with np.errstate(invalid="ignore"):
+        ratios = arr / best
+    ratios[~np.isfinite(arr)] = np.inf
+    return ratios
+
+
+def performance_profile(ratios: np.ndarray | Sequence[Sequence[float]], taus: Sequence[float]) -> np.ndarray:
+    """``rho[m, t]``: fraction of tasks on which method ``m``'s ratio is ``<= taus[t]``.
+
+    ``ratios`` is ``(tasks, methods)`` from :func:`performance_ratios`; infinite ratios never count.
+    """
+    arr = np.asarray(ratios, dtype=float)
+    if arr.shape[0] == 0:
+        return np.full((arr.shape[1] if arr.ndim == 2 else 0, len(taus)), np.nan)
+    tau = np.asarray(taus, dtype=float)
+    return (arr[:, :, None] <= tau[None, None, :] * (1 + 1e-12)).mean(axis=0)
+
+
+def profile_area(ratios: np.ndarray | Sequence[Sequence[float]], tau_max: float = 4.0) -> np.ndarray:
+    """Area under each method's performance profile over ``[1, tau_max]``, divided by ``tau_max - 1``.
+
+    Exact for the step function: a task with ratio ``r`` adds ``(tau_max - r) / (tau_max - 1)`` (1 for
+    ``r = 1``, 0 for ``r >= tau_max`` or ``inf``), averaged over tasks. 1 = best on every task.
+    """
+    arr = np.asarray(ratios, dtype=float)
+    if tau_max <= 1:
+        raise ValueError(f"tau_max must be > 1, got {tau_max}")
+    if arr.shape[0] == 0:
+        return np.full(arr.shape[1] if arr.ndim == 2 else 0, np.nan)
+    share = np.clip((tau_max - arr) / (tau_max - 1.0), 0.0, 1.0)
+    share[~np.isfinite(arr)] = 0.0
+    return share.mean(axis=0)
