@@ -8,6 +8,10 @@ The loop is the same for every optimizer: a closure that re-evaluates the curren
   non-finite step (``FloatingPointError``), or the final validation metric is not finite. The run stops
   early; this is a result, not a crash;
 * ``error``: any other exception (the traceback is kept), so one broken run never stops a sweep.
+
+Optimizers with ``train()``/``eval()`` methods (Schedule-Free: the weights it steps are not the weights
+to evaluate) are put in eval mode for every evaluation and in train mode before every step; the first
+``train()`` comes before the first step. torch's optimizers have no such methods and are untouched.
 """
 
 from __future__ import annotations
@@ -74,8 +78,8 @@ def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _set_mode(opt: torch.optim.Optimizer, mode: str) -> None:
-    """Schedule-Free style optimizers keep separate train/eval weights; switch them if they have modes.
-    (torch's own optimizers have no ``train``/``eval`` methods, so this is a no-op for them.)"""
+    """Call ``opt.train()`` or ``opt.eval()`` if the optimizer has it (Schedule-Free keeps the point to
+    evaluate apart from the point it steps); a no-op for torch's optimizers, which have neither."""
     method = getattr(opt, mode, None)
     if callable(method):
         method()
@@ -117,7 +121,8 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     opt = entry.create(inst.model.parameters(), lr=spec.lr, **kwargs)
     trace_keys = tuple(spec.trace_stats) or entry.trace_stats
 
-    # step 0: the metric at initialisation is m_init of the normalised score
+    # step 0: the metric at initialisation is m_init of the normalised score; then train mode, which
+    # Schedule-Free requires before its first step
     _set_mode(opt, "eval")
     result.evals.append((0, _finite_metrics(inst.evaluate("val"))))
     _set_mode(opt, "train")
@@ -166,9 +171,10 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
         if step % spec.eval_every == 0 or step == spec.steps:
             _set_mode(opt, "eval")
             result.evals.append((step, _finite_metrics(inst.evaluate("val"))))
-            _set_mode(opt, "train")
+            if step < spec.steps:  # after the last step stay in eval mode: val and test see the same weights
+                _set_mode(opt, "train")
 
-    _set_mode(opt, "eval")
+    _set_mode(opt, "eval")  # a no-op after the last evaluation; matters only for a 0-step budget
     result.final_val = dict(result.evals[-1][1])  # the loop always evaluates at the last step
     result.final_test = _finite_metrics(inst.evaluate("test"))
     if not math.isfinite(result.final_val.get(spec.metric, math.nan)):
