@@ -124,22 +124,30 @@ _register(OptimizerInfo(
     description="GALA with an Adam base",
 ))
 
-# Peers: other packages' methods, for comparisons only. Their lr meanings follow those packages' docs.
+# Peers: other packages' methods, for comparisons only (extra ``peers``). Defaults are the packages' own
+# (checked against prodigyopt 1.1.2, dadaptation 3.2, schedulefree 1.4.1, momo-opt 0.1.0): no weight
+# decay; Prodigy and D-Adaptation without Adam's bias correction; Schedule-Free without warm-up.
+# Schedule-Free has ``train()``/``eval()`` modes, which the benchmark runner switches around every
+# evaluation (as for any optimizer with these methods).
 _register(OptimizerInfo(
     name="prodigy", target="prodigyopt:Prodigy", default_lr=1.0, peer=True,
     lr_meaning="multiplier on Prodigy's estimated step size d",
+    description="Prodigy (prodigyopt): Adam with a D-Adaptation-style estimate of the step size",
 ))
 _register(OptimizerInfo(
     name="dadapt_adam", target="dadaptation:DAdaptAdam", default_lr=1.0, peer=True,
     lr_meaning="multiplier on D-Adaptation's estimated step size",
+    description="D-Adaptation Adam (dadaptation): Adam with a step size from a distance-to-solution bound",
 ))
 _register(OptimizerInfo(
     name="schedulefree_adamw", target="schedulefree:AdamWScheduleFree", default_lr=2.5e-3, peer=True,
     lr_meaning="step size of schedule-free AdamW (warm-up off)",
+    description="Schedule-Free AdamW (schedulefree): iterate averaging instead of an lr schedule",
 ))
 _register(OptimizerInfo(
     name="momo_opt", target="momo:Momo", default_lr=1.0, needs_loss=True, peer=True,
     lr_meaning="cap on the MoMo step (the authors' package momo-opt)",
+    description="MoMo as published by its authors (momo-opt), for cross-checks of tunefree's momo",
 ))
 
 
