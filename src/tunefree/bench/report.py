@@ -17,6 +17,7 @@ import io
 import math
 import os
 import platform
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,19 @@ import numpy as np
 from tunefree.bench import metrics as M
 from tunefree.bench.ledger import Ledger
 
-__all__ = ["OptimizerSummary", "TaskSummary", "summarise", "write_report", "TARGET"]
+__all__ = ["TARGET", "OptimizerSummary", "TaskSummary", "summarise", "trials_profile", "w95_interval",
+           "write_report"]
 
 #: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
 TARGET = 0.95
 BEST_OF = (1, 3, 9)
+#: numbers of random grid trials of the "P(hit)" column
+HIT_WITHIN = (1, 3)
+#: bootstrap over seeds of the mean W95: resamples and the fixed RNG seed (the report is deterministic)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+#: performance profile of expected trials to target over tau in [1, PROFILE_TAU_MAX]
+PROFILE_TAU_MAX = 4.0
 
 
 @dataclass
@@ -58,7 +67,9 @@ class OptimizerSummary:
     w95_seed_mean: float
     w95_seed_std: float
     expected_trials: float
-    best_of: dict[int, float]
+    best_of: dict[int, float]  # literal: -inf whenever a diverged point can be the best of b draws
+    best_of_div0: dict[int, float]  # the same with every diverged run counted as s = 0 (no progress)
+    p_hit: dict[int, float]  # P(at least one point with s >= TARGET among b random grid trials)
     steps_to_target_best: float
     steps_to_target_default: float
     wall_ms_per_step: float
@@ -68,7 +79,13 @@ class OptimizerSummary:
     n_diverged: int
     n_error: int
     best_on_edge: bool
+    grid_spacing: float  # decades one grid point counts in W95: the smallest gap of this grid
+    seeds_per_point: tuple[int, int]  # fewest and most seeds measured at one grid point
+    grid_holes: list[float]  # exponents missing inside the grid's range (they break W95 contiguity)
+    run_scores: list[dict[int, float]]  # per grid point: seed -> score of that run
     baseline: bool = False
+    #: W95 of each bootstrap resample of the seeds (None with a single seed: no interval exists)
+    w95_bootstrap: np.ndarray | None = None
 
 
 @dataclass
@@ -126,12 +143,16 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         by_exp[round(row["lr_exp"], 6)].append(row)
     exps = sorted(by_exp)
     seeds = sorted({r["seed"] for r in rows})
-    mean_scores, std_scores, lrs, mean_val, mean_test = [], [], [], [], []
+    spacing = M.grid_spacing(exps)
+    mean_scores, std_scores, lrs, mean_val, mean_test, div0_scores = [], [], [], [], [], []
+    run_scores: list[dict[int, float]] = []
     per_seed: dict[int, list[float]] = {s: [] for s in seeds}
     for k in exps:
         group = by_exp[k]
         scores = [_row_score(r, m_init, m_star) for r in group]
         mean_scores.append(M.seed_mean(scores))
+        div0_scores.append(M.seed_mean(scores, diverged=0.0))
+        run_scores.append({r["seed"]: score for r, score in zip(group, scores)})
         finite = [s for s in scores if math.isfinite(s)]
         std_scores.append(float(np.std(finite)) if len(finite) > 1 else 0.0)
         lrs.append(group[0]["lr"])
@@ -145,7 +166,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
     valid = ~np.isnan(arr)
     best_idx = int(np.nanargmax(np.where(valid, arr, -np.inf))) if valid.any() and np.isfinite(arr[valid]).any() else None
     default_idx = exps.index(0.0) if 0.0 in exps else None
-    seed_widths = [M.robust_width(exps, per_seed[s], TARGET) for s in seeds]
+    seed_widths = [M.robust_width(exps, per_seed[s], TARGET, spacing) for s in seeds]
     k_good = int(np.sum(arr >= TARGET))
 
     def steps_to_target(index: int | None) -> float:
@@ -165,10 +186,13 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         best_lr=lrs[best_idx] if best_idx is not None else None,
         best_val=mean_val[best_idx] if best_idx is not None else math.nan,
         best_test=mean_test[best_idx] if best_idx is not None else math.nan,
-        w95=M.robust_width(exps, mean_scores, TARGET), w99=M.robust_width(exps, mean_scores, 0.99),
+        w95=M.robust_width(exps, mean_scores, TARGET, spacing),
+        w99=M.robust_width(exps, mean_scores, 0.99, spacing),
         w95_seed_mean=float(np.mean(seed_widths)), w95_seed_std=float(np.std(seed_widths)),
         expected_trials=M.expected_trials(len(exps), k_good),
         best_of={b: M.expected_best_of(mean_scores, b) for b in BEST_OF},
+        best_of_div0={b: M.expected_best_of(div0_scores, b) for b in BEST_OF},
+        p_hit={b: M.prob_target_within(len(exps), k_good, b) for b in HIT_WITHIN},
         steps_to_target_best=steps_to_target(best_idx),
         steps_to_target_default=steps_to_target(default_idx),
         # median over runs: the first run in each process pays torch's one-off warm-up
@@ -178,7 +202,48 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         n_runs=len(rows), n_diverged=sum(r["status"] == "diverged" for r in rows),
         n_error=sum(r["status"] == "error" for r in rows),
         best_on_edge=best_idx is not None and len(exps) > 1 and best_idx in (0, len(exps) - 1),
+        grid_spacing=spacing,
+        seeds_per_point=(min(len(p) for p in run_scores), max(len(p) for p in run_scores)),
+        grid_holes=_grid_holes(exps, spacing),
+        run_scores=run_scores,
     )
+
+
+def _grid_holes(exps: list[float], spacing: float) -> list[float]:
+    """Exponents on the grid's own spacing between its lowest and highest point that were not run."""
+    if len(exps) < 2:
+        return []
+    count = round((exps[-1] - exps[0]) / spacing)
+    expected = [round(exps[0] + i * spacing, 6) for i in range(count + 1)]
+    have = {round(e, 6) for e in exps}
+    return [e for e in expected if e not in have]
+
+
+def _bootstrap_w95(summary: TaskSummary) -> None:
+    """Bootstrap W95 over seeds for every optimizer of one task (``w95_bootstrap``).
+
+    The task's seeds are resampled with replacement, the same resample for every optimizer (seeds are
+    paired: a seed fixes initialisation and data order for all of them); seed-mean scores and W95 are
+    recomputed per resample. The RNG is seeded from BOOTSTRAP_SEED and the task's name, so the numbers
+    do not depend on which other tasks are in the ledger. An optimizer with one seed gets none.
+    """
+    seeds = sorted({s for o in summary.optimizers for point in o.run_scores for s in point})
+    if len(seeds) < 2:
+        return
+    rng = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(f"{summary.task}\0{summary.suite}".encode())])
+    counts = M.bootstrap_seed_counts(len(seeds), BOOTSTRAP_RESAMPLES, rng)
+    column = {s: i for i, s in enumerate(seeds)}
+    for opt in summary.optimizers:
+        if opt.n_seeds < 2:
+            continue
+        scores = np.full((len(opt.exps), len(seeds)), np.nan)
+        measured = np.zeros(scores.shape, dtype=bool)
+        for p, point in enumerate(opt.run_scores):
+            for seed, score in point.items():
+                scores[p, column[seed]] = score
+                measured[p, column[seed]] = True
+        means = M.bootstrap_seed_means(scores, measured, counts)
+        opt.w95_bootstrap = M.robust_widths(opt.exps, means, TARGET, opt.grid_spacing)
 
 
 def summarise(folder: str | Path) -> list[TaskSummary]:
@@ -213,6 +278,7 @@ def summarise(folder: str | Path) -> list[TaskSummary]:
             by_label[_label(r)].append(r)
         for label in sorted(by_label, key=lambda lb: (by_label[lb][0]["baseline"], lb)):
             summary.optimizers.append(_summarise_optimizer(label, by_label[label], m_init, m_star))
+        _bootstrap_w95(summary)
         out.append(summary)
     return out
 
@@ -258,6 +324,30 @@ def _pick_rows(ts: TaskSummary, opt: OptimizerSummary, exp: float | None) -> lis
                   key=lambda r: r["seed"])
 
 
+def _seed_curve(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Loss trace of several seeds: ``(steps, mean, min, max, seeds cut short)``.
+
+    The statistics are taken on the steps every seed logged, so a seed that stopped early (diverged)
+    ends the curve where it stopped instead of silently dropping out of the mean; the last value counts
+    how many seeds logged fewer steps than the longest one.
+    """
+    traces = [(np.asarray(r["losses"][0], dtype=float), np.asarray(r["losses"][1], dtype=float))
+              for r in rows if r["losses"] and len(r["losses"][0])]
+    if not traces:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty, 0
+    common = traces[0][0]
+    for steps, _ in traces[1:]:
+        common = np.intersect1d(common, steps)
+    if common.size == 0:  # traces logged at different steps: show the first seed alone
+        traces = traces[:1]
+        common = traces[0][0]
+    stack = np.stack([losses[np.searchsorted(steps, common)] for steps, losses in traces])
+    longest = max(steps.size for steps, _ in traces)
+    short = sum(steps.size < longest for steps, _ in traces)
+    return common, stack.mean(axis=0), stack.min(axis=0), stack.max(axis=0), short
+
+
 def _figure_learning_curves(ts: TaskSummary) -> Any:
     import matplotlib.pyplot as plt
 
@@ -269,11 +359,18 @@ def _figure_learning_curves(ts: TaskSummary) -> Any:
             rows = _pick_rows(ts, opt, exp)
             if not rows:
                 continue
-            steps, losses = rows[0]["losses"]  # first seed: the curves are illustrations, not statistics
-            losses = np.asarray(losses, dtype=float)
-            positive &= bool(np.all(losses[np.isfinite(losses)] > 0))
-            ax.plot(steps, losses, lw=1.2, label=f"{opt.label} (lr {rows[0]['lr']:.3g})", color=f"C{i % 10}")
-        ax.set_title(f"{ts.task}: train loss at {which} lr (seed {0 if not ts.rows else min(r['seed'] for r in ts.rows)})")
+            steps, mean, low, high, short = _seed_curve(rows)
+            if not steps.size:
+                continue
+            finite = np.concatenate([low, high])
+            positive &= bool(np.all(finite[np.isfinite(finite)] > 0))
+            color = f"C{i % 10}"
+            seeds = f"{len(rows)} seeds" if len(rows) > 1 else "1 seed"
+            cut = f", {short} stopped early" if short else ""
+            ax.plot(steps, mean, lw=1.2, color=color, label=f"{opt.label} (lr {rows[0]['lr']:.3g}, {seeds}{cut})")
+            if len(rows) > 1:
+                ax.fill_between(steps, low, high, color=color, alpha=0.15, lw=0)
+        ax.set_title(f"{ts.task}: train loss at {which} lr (seed mean, band = min-max)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -309,6 +406,42 @@ def _figure_stats(ts: TaskSummary) -> Any | None:
     return fig
 
 
+def trials_profile(tasks: list[TaskSummary]) -> tuple[list[str], np.ndarray]:
+    """Optimizer labels and the ``(tasks, optimizers)`` ratios of expected trials to target to the best
+    optimizer's on each task; an optimizer that did not run on a task counts as never reaching it."""
+    labels = sorted({o.label for ts in tasks for o in ts.optimizers})
+    costs = np.full((len(tasks), len(labels)), np.inf)
+    for t, ts in enumerate(tasks):
+        for o in ts.optimizers:
+            costs[t, labels.index(o.label)] = o.expected_trials
+    return labels, M.performance_ratios(costs)
+
+
+def _figure_profile(tasks: list[TaskSummary]) -> Any:
+    import matplotlib.pyplot as plt
+
+    labels, ratios = trials_profile(tasks)
+    finite = ratios[np.isfinite(ratios) & (ratios <= PROFILE_TAU_MAX)]
+    taus = np.unique(np.concatenate([[1.0, PROFILE_TAU_MAX], finite]))
+    rho = M.performance_profile(ratios, taus)
+    area = M.profile_area(ratios, PROFILE_TAU_MAX)
+    baseline = {o.label: o.baseline for ts in tasks for o in ts.optimizers}
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    for j in np.argsort(-area, kind="stable"):  # legend ordered by area
+        ax.step(taus, rho[j], where="post", lw=1.5, ls="--" if baseline[labels[j]] else "-",
+                label=f"{labels[j]} (area {area[j]:.2f})", color=f"C{j % 10}")
+    ax.set_xlim(1.0 - 0.02 * (PROFILE_TAU_MAX - 1.0), PROFILE_TAU_MAX)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("tau (expected trials to target / best optimizer's on the task)")
+    ax.set_ylabel("fraction of tasks within tau")
+    ax.set_title(f"performance profile of expected random-search trials to s >= {TARGET} ({len(tasks)} tasks)",
+                 fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig: Any, path: Path) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -338,7 +471,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 
 _SUMMARY_HEADER = ["optimizer", "default s", "tuned s", "best lr (val)", "val @best", "test @best",
-                   "W95 [dec]", "W99 [dec]", "W95 per seed", "E[trials]", "E[best] b=1/3/9",
+                   "W95 [dec]", "W99 [dec]", "W95 per seed", "E[trials]", "P(hit) b=1/3",
+                   "E[best] div=0 b=1/3/9", "E[best] literal b=1/3/9",
                    "steps->0.95 best/default", "ms/step", "grads/step", "diverged/error/runs"]
 
 
@@ -350,6 +484,8 @@ def _summary_rows(ts: TaskSummary) -> list[list[str]]:
             o.label, _fmt(o.default_score), _fmt(o.tuned_score), f"{_fmt(o.best_lr)}{edge}",
             _fmt(o.best_val, 4), _fmt(o.best_test, 4), _fmt(o.w95, 2), _fmt(o.w99, 2),
             f"{_fmt(o.w95_seed_mean, 2)} ± {_fmt(o.w95_seed_std, 2)}", _fmt(o.expected_trials, 3),
+            " / ".join(_fmt(o.p_hit[b], 2) for b in HIT_WITHIN),
+            " / ".join(_fmt(o.best_of_div0[b]) for b in BEST_OF),
             " / ".join(_fmt(o.best_of[b]) for b in BEST_OF),
             f"{_fmt(o.steps_to_target_best)} / {_fmt(o.steps_to_target_default)}",
             _fmt(o.wall_ms_per_step, 3), _fmt(o.grad_evals_per_step, 2),
@@ -375,27 +511,78 @@ def _raw_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _grid_text(o: OptimizerSummary) -> str:
+    lo, hi = o.seeds_per_point
+    seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+    holes = (f", missing k = {', '.join(f'{h:+g}' for h in o.grid_holes)} (breaks W95 contiguity)"
+             if o.grid_holes else "")
+    return (f"k = {o.exps[0]:+g}..{o.exps[-1]:+g} in {o.grid_spacing:g}-decade steps ({len(o.exps)} points"
+            f"{holes}), {seeds} per point")
+
+
+def _grid_lines(ts: TaskSummary) -> list[str]:
+    """The grid actually measured on a task, grouped over optimizers, so that mixed 1-decade and
+    half-decade grids, extended edges, holes and uneven seed counts are visible."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for o in ts.optimizers:
+        groups[_grid_text(o)].append(o.label)
+    if len(groups) == 1:
+        return [f"{next(iter(groups))}: all optimizers"]
+    parts = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [f"{text}: {', '.join(labels)}" for text, labels in parts]
+
+
+def w95_interval(items: list[OptimizerSummary], level: float = 0.95) -> tuple[float, float] | None:
+    """Bootstrap interval of the mean W95 over one optimizer's tasks, or None where a task has a
+    single seed for it (no resampling exists; a zero-width interval would be fake).
+
+    The resamples of different tasks are independent; resample ``r`` of the mean is the mean over
+    tasks of each task's resample ``r``.
+    """
+    if not items or any(o.w95_bootstrap is None for o in items):
+        return None
+    return M.percentile_interval(np.mean([o.w95_bootstrap for o in items], axis=0), level)
+
+
+_AGGREGATE_HEADER = ["optimizer", "tasks", "mean W95 [95% CI]", "mean W99", "one-shot success (default s>=0.95)",
+                     "median default s", "median tuned s", "median E[trials]", "mean P(hit) b=1/3",
+                     "median E[best] div=0 b=1/3/9", f"profile area tau 1-{PROFILE_TAU_MAX:g}"]
+
+
 def _aggregate(tasks: list[TaskSummary]) -> tuple[list[str], list[list[str]]]:
     per_opt: dict[str, list[OptimizerSummary]] = defaultdict(list)
     for ts in tasks:
         for o in ts.optimizers:
             per_opt[o.label].append(o)
-    header = ["optimizer", "tasks", "mean W95", "mean W99", "one-shot success (default s>=0.95)",
-              "median default s", "median tuned s", "median E[trials]"]
+    labels, ratios = trials_profile(tasks)
+    area = dict(zip(labels, M.profile_area(ratios, PROFILE_TAU_MAX)))
     body = []
     for label, items in sorted(per_opt.items()):
         def med(values: list[float]) -> float:
             vals = [v for v in values if not math.isnan(v)]
             return float(np.median(vals)) if vals else math.nan
 
+        def mean(values: list[float]) -> float:
+            vals = [v for v in values if not math.isnan(v)]
+            return float(np.mean(vals)) if vals else math.nan
+
+        interval = w95_interval(items)
+        if interval is None:
+            single = sum(o.w95_bootstrap is None for o in items)
+            ci = f"CI n/a ({single}/{len(items)} tasks with 1 seed)"
+        else:
+            ci = f"[{_fmt(interval[0], 3)}, {_fmt(interval[1], 3)}]"
         body.append([
-            label, str(len(items)), _fmt(float(np.mean([o.w95 for o in items])), 3),
+            label, str(len(items)), f"{_fmt(float(np.mean([o.w95 for o in items])), 3)} {ci}",
             _fmt(float(np.mean([o.w99 for o in items])), 3),
             f"{sum(o.default_score >= TARGET for o in items)}/{len(items)}",
             _fmt(med([o.default_score for o in items])), _fmt(med([o.tuned_score for o in items])),
             _fmt(med([o.expected_trials for o in items])),
+            " / ".join(_fmt(mean([o.p_hit[b] for o in items]), 2) for b in HIT_WITHIN),
+            " / ".join(_fmt(med([o.best_of_div0[b] for o in items])) for b in BEST_OF),
+            _fmt(float(area[label]), 2),
         ])
-    return header, body
+    return list(_AGGREGATE_HEADER), body
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -430,10 +617,35 @@ _METRICS_TEXT = (
     "mean (-inf if any seed diverged). default s: at the documented default lr; tuned s: best grid point "
     "(selected on validation; 'test @best' is the test metric of that choice). W95/W99: width in decades of "
     "the longest contiguous stretch of the grid with s >= 0.95/0.99 (each point counts the grid spacing). "
-    "E[trials]: expected random-search trials without replacement to reach s >= 0.95, (n+1)/(k+1). "
-    "E[best]: expected best s after b random grid trials (exact order statistics). steps->0.95: first "
+    "E[trials]: expected random-search trials without replacement to reach s >= 0.95, (n+1)/(k+1) with k of "
+    "the n grid points good. P(hit): probability that b random grid trials without replacement include a "
+    "point with s >= 0.95, 1 - C(n-k, b)/C(n, b), exact whatever the other points did. E[best]: expected "
+    "best s after b random grid trials (exact order statistics; b is clipped to the grid size n); "
+    "'div=0' counts every diverged run as s = 0 (no progress) before the seed mean, 'literal' keeps "
+    "diverged = -inf and is -inf whenever a point with a diverged seed can be the best of the b draws. "
+    "steps->0.95: first "
     "evaluation step reaching s >= 0.95 at the best / default lr (seed mean; inf if a seed never does). "
-    "'(edge!)' marks a best lr on the edge of the grid: the optimum may lie outside it."
+    "'(edge!)' marks a best lr on the edge of the grid: the optimum may lie outside it. Each task states "
+    "the grid measured: its spacing is the width one point counts in W95 (per optimizer and task), and a "
+    "missing point inside the range breaks contiguity, since nothing was measured there."
+)
+
+_GRID_TITLE = "Grid measured (lr = documented default x 10^k):"
+
+_AGGREGATE_TEXT = (
+    "Over tasks (each task and suite counts once). mean W95 [95% CI]: mean over the optimizer's tasks, "
+    f"with a percentile bootstrap interval over seeds: {BOOTSTRAP_RESAMPLES} resamples (RNG seed "
+    f"{BOOTSTRAP_SEED}); per task the seeds are resampled with replacement (the same resample for every "
+    "optimizer, since seeds are paired), seed-mean scores and W95 are recomputed, and the resampled W95 "
+    "are averaged over tasks. A grid point none of whose seeds was drawn keeps its full-sample mean, so "
+    "points measured with fewer seeds vary less. 'CI n/a' where a task has a single seed. With 2 seeds a "
+    "task has only 3 distinct resamples, so the interval is coarse. W95 is in decades on each task's own "
+    "grid: a 1-decade grid counts 1 decade per good point, a half-decade grid 0.5. mean P(hit): mean over "
+    "tasks. profile area: AlgoPerf-style performance profile of E[trials]: rho(tau) = fraction of all "
+    "tasks in the report where the optimizer's E[trials] is within tau times the best optimizer's on that "
+    "task (inf never counts, nor does a task the optimizer did not run); the area under rho over tau in "
+    f"[1, {PROFILE_TAU_MAX:g}] divided by {PROFILE_TAU_MAX - 1:g}, so 1 = fewest expected trials on every "
+    "task, 0 = never within 4x of the best."
 )
 
 
@@ -468,8 +680,13 @@ def write_report(folder: str | Path) -> Path:
 
     if tasks:
         header, rows = _aggregate(tasks)
-        md += ["## Aggregate over tasks", "", _md_table(header, rows), ""]
-        body += ["<h2>Aggregate over tasks</h2>", _html_table(header, rows)]
+        md += ["## Aggregate over tasks", "", _AGGREGATE_TEXT, "", _md_table(header, rows), ""]
+        body += ["<h2>Aggregate over tasks</h2>", f"<p>{html.escape(_AGGREGATE_TEXT)}</p>",
+                 _html_table(header, rows)]
+        data = _save(_figure_profile(tasks), figures / "performance-profile.png")
+        md += ["![performance profile](figures/performance-profile.png)", ""]
+        body.append('<p><img alt="performance profile" '
+                    f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
     else:
         md += ["No runs in the ledger yet.", ""]
         body += ["<p>No runs in the ledger yet.</p>"]
@@ -480,8 +697,11 @@ def write_report(folder: str | Path) -> Path:
         scale = ", log10(f - f*) scale" if ts.log_scale else ""
         info = (f"metric `{ts.metric}` ({direction}{scale}), {ts.steps} steps; m_init = {_fmt(ts.m_init, 5)}, "
                 f"m* = {_fmt(ts.m_star, 5)} ({ts.target_source})")
-        md += [f"## {ts.task} [{ts.suite}]", "", info, "", _md_table(_SUMMARY_HEADER, _summary_rows(ts)), ""]
+        grid = _grid_lines(ts)
+        md += [f"## {ts.task} [{ts.suite}]", "", info, "", _GRID_TITLE, ""] + [f"- {g}" for g in grid] + [
+               "", _md_table(_SUMMARY_HEADER, _summary_rows(ts)), ""]
         body += [f"<h2>{html.escape(ts.task)} [{html.escape(ts.suite)}]</h2>", f"<p>{html.escape(info)}</p>",
+                 f"<p>{html.escape(_GRID_TITLE)}</p><ul>", *(f"<li>{html.escape(g)}</li>" for g in grid), "</ul>",
                  _html_table(_SUMMARY_HEADER, _summary_rows(ts))]
         raw_header, raw_body = _raw_table(ts)
         md += ["Seed-mean final validation metric per grid point (fail = a seed diverged or errored):", "",
