@@ -5,6 +5,11 @@ one transaction per run), so there is never more than one writer. WAL mode keeps
 built while a sweep runs) from blocking the writer. Because a row is committed in a single transaction
 and keyed by ``run_id`` (``INSERT OR IGNORE``), a sweep killed at any point leaves only complete rows,
 and re-running it stores every remaining run exactly once.
+
+Schema changes are additive: a ledger written before a column existed is migrated in place when it is
+opened (``ALTER TABLE ... ADD COLUMN`` with the value every old row implicitly had, e.g. ``schedule =
+'constant'``: runs before learning-rate schedules were all constant-lr). Old code can still write to a
+migrated ledger, since it names its columns and the new ones have defaults.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ CREATE TABLE IF NOT EXISTS runs (
     default_lr REAL NOT NULL,
     seed INTEGER NOT NULL,
     kwargs TEXT NOT NULL,
+    schedule TEXT NOT NULL DEFAULT 'constant',
     steps INTEGER NOT NULL,
     eval_every INTEGER NOT NULL,
     code_version TEXT NOT NULL,
@@ -63,9 +69,14 @@ CREATE INDEX IF NOT EXISTS runs_task_opt ON runs (task, suite, optimizer);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 
+#: columns added after the first schema: (name, declaration used by ALTER TABLE on an older ledger)
+_ADDED_COLUMNS = (
+    ("schedule", "TEXT NOT NULL DEFAULT 'constant'"),
+)
+
 #: scalar columns exported to CSV (the traces stay in the database)
 CSV_COLUMNS = (
-    "run_id", "task", "suite", "optimizer", "lr", "lr_exp", "default_lr", "seed", "kwargs", "steps",
+    "run_id", "task", "suite", "optimizer", "lr", "lr_exp", "default_lr", "seed", "kwargs", "schedule", "steps",
     "eval_every", "code_version", "baseline", "metric", "higher_is_better", "log_scale", "status",
     "diverged_step", "steps_done", "grad_evals", "wall_s", "cpu_s", "init_val", "final_val",
     "final_test", "final_val_all", "final_test_all", "finished_at", "error",
@@ -92,6 +103,19 @@ class Ledger:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
         self._conn.commit()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a ledger from an older schema lacks (in place, one transaction)."""
+        have = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        missing = [(name, decl) for name, decl in _ADDED_COLUMNS if name not in have]
+        for name, decl in missing:
+            try:
+                with self._conn:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:  # another process migrated it in between
+                if "duplicate column" not in str(exc):
+                    raise
 
     # ---- writing -------------------------------------------------------------------------------
 
@@ -105,7 +129,7 @@ class Ledger:
         row = {
             "run_id": spec.run_id, "task": spec.task, "suite": spec.suite, "optimizer": spec.optimizer,
             "lr": spec.lr, "lr_exp": spec.lr_exp, "default_lr": spec.default_lr, "seed": spec.seed,
-            "kwargs": spec.kwargs, "steps": spec.steps, "eval_every": spec.eval_every,
+            "kwargs": spec.kwargs, "schedule": spec.schedule, "steps": spec.steps, "eval_every": spec.eval_every,
             "code_version": spec.code_version, "baseline": int(spec.baseline), "metric": spec.metric,
             "higher_is_better": int(spec.higher_is_better), "log_scale": int(spec.log_scale),
             "status": result.status, "error": result.error, "diverged_step": result.diverged_step,
@@ -150,7 +174,7 @@ class Ledger:
         query = "SELECT * FROM runs"
         if where:
             query += " WHERE " + " AND ".join(f"{k} = :{k}" for k in where)
-        query += " ORDER BY task, suite, optimizer, lr_exp, seed"
+        query += " ORDER BY task, suite, optimizer, schedule, lr_exp, seed"
         cursor = self._conn.execute(query, where)
         names = [d[0] for d in cursor.description]
         out = []
@@ -165,7 +189,7 @@ class Ledger:
 
     def iter_scalar_rows(self) -> Iterator[dict[str, Any]]:
         cursor = self._conn.execute(
-            f"SELECT {', '.join(CSV_COLUMNS)} FROM runs ORDER BY task, suite, optimizer, lr_exp, seed"
+            f"SELECT {', '.join(CSV_COLUMNS)} FROM runs ORDER BY task, suite, optimizer, schedule, lr_exp, seed"
         )
         for values in cursor:
             yield dict(zip(CSV_COLUMNS, values))

@@ -12,6 +12,15 @@ The loop is the same for every optimizer: a closure that re-evaluates the curren
 Optimizers with ``train()``/``eval()`` methods (Schedule-Free: the weights it steps are not the weights
 to evaluate) are put in eval mode for every evaluation and in train mode before every step; the first
 ``train()`` comes before the first step. torch's optimizers have no such methods and are untouched.
+
+A learning-rate schedule other than ``"constant"`` (``spec.schedule``, the secondary setting of
+notes/benchmarks.md 3c) is applied in the same way to every optimizer: a
+``torch.optim.lr_scheduler.LambdaLR`` multiplies every param group's ``lr`` by :func:`lr_multiplier` and
+is stepped once after each optimizer step. What that multiplier means depends on what ``lr`` means for
+the method: for SGD/Adam/AdamW it is the step size; for MoMo it is the cap on the adaptive step; for GALA
+the group ``lr`` is only the starting rate ``eta_0`` (read at the first step), so the schedule changes that
+and GALA's adapted rate ignores it; Schedule-Free is meant to run without a schedule. A constant schedule
+creates no scheduler at all, so constant-lr runs are unchanged.
 """
 
 from __future__ import annotations
@@ -24,10 +33,11 @@ from typing import Any
 
 import torch
 
-from tunefree.bench.sweep import RunSpec, resolve_optimizer, resolve_task
+from tunefree.bench.sweep import RunSpec, parse_schedule, resolve_optimizer, resolve_task
 from tunefree.bench.tasks.base import Task
 
-__all__ = ["RunResult", "run_one", "subsample", "MAX_TRACE_POINTS", "DIVERGENCE_FACTOR"]
+__all__ = ["RunResult", "run_one", "subsample", "lr_multiplier", "warmup_steps", "make_scheduler",
+           "MAX_TRACE_POINTS", "DIVERGENCE_FACTOR"]
 
 #: loss above this multiple of the first step's loss counts as divergence
 DIVERGENCE_FACTOR = 10.0
@@ -85,6 +95,41 @@ def _set_mode(opt: torch.optim.Optimizer, mode: str) -> None:
         method()
 
 
+def warmup_steps(steps: int, fraction: float) -> int:
+    """Warm-up steps of a ``steps``-step budget: ``fraction * steps`` rounded half up, and at most
+    ``steps - 1`` so that at least one step of the cosine decay remains."""
+    return max(0, min(int(fraction * steps + 0.5), steps - 1))
+
+
+def lr_multiplier(done: int, steps: int, warmup: int) -> float:
+    """Multiplier of the base lr for the step taken after ``done`` steps (``LambdaLR``'s argument).
+
+    Linear warm-up over the first ``warmup`` steps, ``(done + 1) / warmup`` (the first step uses
+    ``lr / warmup``, never 0; step ``warmup`` uses the full lr), then cosine decay
+    ``(1 + cos(pi (done - warmup) / (steps - warmup))) / 2``: the full lr right after the warm-up, still
+    positive at the last step, and exactly 0 once the last step is done (``done = steps``). No step uses
+    lr 0, which some methods cannot take (GALA divides by its group lr).
+    """
+    if done < warmup:
+        return (done + 1) / warmup
+    decay = steps - warmup
+    if decay <= 0:  # a 0-step budget: nothing to schedule
+        return 1.0
+    progress = min((done - warmup) / decay, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, spec: RunSpec) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """The ``LambdaLR`` of ``spec.schedule`` on ``opt`` (stepped once after each optimizer step), or None
+    for a constant schedule. Constructing it already sets every group's lr for the first step."""
+    name, fraction = parse_schedule(spec.schedule)
+    if name == "constant":
+        return None
+    steps = int(spec.steps)
+    warmup = warmup_steps(steps, fraction)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda done: lr_multiplier(done, steps, warmup))
+
+
 def run_one(spec: RunSpec, task: Task | None = None) -> RunResult:
     """Run ``spec`` to completion, divergence or error. Deterministic given the spec: the seed fixes the
     initialisation (``torch.manual_seed`` + ``task.build(seed)``) and the data order, and torch uses one
@@ -119,6 +164,7 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     inst = task.build(spec.seed)
     kwargs = {**task.optimizer_kwargs.get(spec.optimizer, {}), **spec.kwargs_dict}
     opt = entry.create(inst.model.parameters(), lr=spec.lr, **kwargs)
+    scheduler = make_scheduler(opt, spec)
     trace_keys = tuple(spec.trace_stats) or entry.trace_stats
 
     # step 0: the metric at initialisation is m_init of the normalised score; then train mode, which
@@ -142,6 +188,8 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
             return loss
 
         returned = opt.step(closure)
+        if scheduler is not None:
+            scheduler.step()  # the lr of the next step; after the last step a cosine schedule is at 0
         # the loss at the pre-step parameters: what step() returns, else the first closure evaluation
         if returned is not None:
             loss_value = float(returned.detach()) if torch.is_tensor(returned) else float(returned)

@@ -1,9 +1,10 @@
 """Sweep specification: which optimizers, learning rates, seeds and tasks; expanded into run specs.
 
 A :class:`RunSpec` is the complete, hashable description of one training run. Its ``run_id`` is a
-content hash of (task, suite budget, optimizer, lr, extra kwargs, seed) and the code version (tunefree's
-version plus a hash of the optimizer sources and the task module), so the ledger can tell a finished run
-from a new one and a code change invalidates old results instead of silently mixing them.
+content hash of (task, suite budget, optimizer, lr, extra kwargs, seed, learning-rate schedule unless
+constant) and the code version (tunefree's version plus a hash of the optimizer sources and the task
+module), so the ledger can tell a finished run from a new one and a code change invalidates old results
+instead of silently mixing them.
 
 This module also owns the optimizer table of the harness: the registry's optimizers plus the optional
 peers (Prodigy, D-Adaptation, Schedule-Free, momo-opt) that are used only when their package imports.
@@ -34,6 +35,10 @@ __all__ = [
     "SUITE_EXPONENTS",
     "QUICK_OPTIMIZERS",
     "DEFAULT_SEEDS",
+    "SCHEDULES",
+    "DEFAULT_WARMUP",
+    "make_schedule",
+    "parse_schedule",
     "RunSpec",
     "resolve_optimizer",
     "installed_peers",
@@ -58,6 +63,56 @@ SUITE_EXPONENTS: dict[str, tuple[float, ...]] = {
 QUICK_OPTIMIZERS = ("momo", "momo_adam", "smes", "agd", "rsgdm", "gala", "sgd", "adam", "adamw")
 
 DEFAULT_SEEDS = {"quick": 1, "standard": 3}
+
+#: learning-rate schedules of a sweep: "constant" (the primary setting of notes/benchmarks.md 3c) and
+#: "cosine" (the secondary one: linear warm-up, then cosine decay to 0, the same for every method)
+SCHEDULES = ("constant", "cosine")
+#: default warm-up of "cosine": this fraction of the budget's steps
+DEFAULT_WARMUP = 0.05
+
+
+def make_schedule(schedule: str = "constant", warmup: float | None = None) -> str:
+    """The canonical schedule string of a run: ``"constant"`` or ``"cosine:<warm-up fraction>"``.
+
+    ``schedule`` is ``"constant"``, ``"cosine"`` (warm-up ``warmup``, default :data:`DEFAULT_WARMUP`) or an
+    already canonical ``"cosine:W"``. The string is what a run stores and hashes, so the warm-up is part
+    of the run's identity and readable in the ledger. Raises ``ValueError`` naming ``schedule`` or
+    ``warmup`` for an unknown schedule, a warm-up outside [0, 1), or a warm-up given with "constant".
+    """
+    name, sep, given = schedule.partition(":") if isinstance(schedule, str) else ("", "", "")
+    if name not in SCHEDULES or (sep and name != "cosine"):
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if name == "constant":
+        if warmup is not None:
+            raise ValueError(f"warmup applies only to schedule='cosine', got warmup={warmup!r} with 'constant'")
+        return "constant"
+    if sep:
+        try:
+            from_string = float(given)
+        except ValueError:
+            raise ValueError(f"schedule {schedule!r}: the warm-up after ':' must be a number") from None
+        if warmup is not None and float(warmup) != from_string:
+            raise ValueError(f"schedule {schedule!r} and warmup={warmup!r} disagree")
+        warmup = from_string
+    value = DEFAULT_WARMUP if warmup is None else warmup
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}") from None
+    if not (0.0 <= value < 1.0):  # also refuses NaN
+        raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {value!r}")
+    return f"cosine:{value:g}"
+
+
+def parse_schedule(schedule: str) -> tuple[str, float]:
+    """``(name, warm-up fraction)`` of a schedule string (``("constant", 0.0)`` for constant); raises
+    ``ValueError`` for a string :func:`make_schedule` would not produce."""
+    canonical = make_schedule(schedule)
+    if canonical != schedule:
+        raise ValueError(f"schedule {schedule!r} is not canonical; use {canonical!r}")
+    if canonical == "constant":
+        return "constant", 0.0
+    return "cosine", float(canonical.partition(":")[2])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,6 +270,8 @@ class RunSpec:
     seed: int
     kwargs: str = "{}"  # canonical JSON of extra optimizer kwargs given by the sweep
     code_version: str = ""
+    #: "constant" or "cosine:<warm-up fraction>" (see make_schedule); hashed only when not constant
+    schedule: str = "constant"
     # carried, not hashed
     task_ref: str = ""
     lr_exp: float = 0.0
@@ -225,12 +282,20 @@ class RunSpec:
     baseline: bool = False
     trace_stats: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        parse_schedule(self.schedule)  # a bad schedule fails here, not in a worker
+
     def identity(self) -> dict[str, Any]:
-        return {
+        identity = {
             "task": self.task, "suite": self.suite, "steps": self.steps, "eval_every": self.eval_every,
             "optimizer": self.optimizer, "lr": repr(float(self.lr)), "kwargs": self.kwargs,
             "seed": self.seed, "code_version": self.code_version,
         }
+        # only a non-constant schedule enters the hash: constant-lr runs keep the ids they had before
+        # schedules existed, so existing ledgers stay valid
+        if self.schedule != "constant":
+            identity["schedule"] = self.schedule
+        return identity
 
     @property
     def run_id(self) -> str:
@@ -265,9 +330,12 @@ def build_specs(
     exponents: Sequence[float] | None = None,
     optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
     version: str | None = None,
+    schedule: str = "constant",
 ) -> list[RunSpec]:
     """All run specs of one task: optimizer x lr grid x seed (seed innermost, so partial results of a
-    killed sweep cover whole grid points across seeds early)."""
+    killed sweep cover whole grid points across seeds early), under one learning-rate ``schedule``
+    (a :func:`make_schedule` string)."""
+    schedule = make_schedule(schedule)
     budget: Budget = task.budgets[suite]
     version = version if version is not None else code_version(task)
     exps = SUITE_EXPONENTS[suite] if exponents is None else tuple(exponents)
@@ -280,7 +348,7 @@ def build_specs(
                 specs.append(RunSpec(
                     task=task.name, suite=suite, steps=budget.steps, eval_every=budget.eval_every,
                     optimizer=entry.name, lr=lr, seed=int(seed), kwargs=kw, code_version=version,
-                    task_ref=task_ref, lr_exp=k, default_lr=entry.default_lr, metric=task.metric,
+                    schedule=schedule, task_ref=task_ref, lr_exp=k, default_lr=entry.default_lr, metric=task.metric,
                     higher_is_better=task.higher_is_better, log_scale=task.log_scale,
                     baseline=entry.baseline, trace_stats=entry.trace_stats,
                 ))
@@ -399,6 +467,8 @@ def run_sweep(
     max_extension_rounds: int = 4,
     retry_errors: bool = False,
     seeds_near_best: float | None = None,
+    schedule: str = "constant",
+    warmup: float | None = None,
     progress: bool = True,
     report: bool = True,
     executor: Any = None,
@@ -418,6 +488,13 @@ def run_sweep(
     whole grid (and its extension) runs with the first seed only, then every further seed runs only at the
     exponents within ``R`` decades of each method's best first-seed point on each task. Called again
     with more seeds or a larger ``R``, it adds just the missing runs.
+
+    ``schedule`` is the learning-rate schedule every method gets: ``"constant"`` (default, the primary
+    setting) or ``"cosine"``: linear warm-up over the first ``warmup`` fraction of the steps (default
+    0.05), then cosine decay to 0 at the end of the budget, applied by the runner as a multiplier on
+    every param group's lr. Cosine runs are separate runs in the same ledger (their id includes the
+    schedule); the report shows them as their own methods (``adam+cosine``) scored against the baselines
+    of the same schedule.
     """
     from tqdm.auto import tqdm
 
@@ -428,6 +505,7 @@ def run_sweep(
 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
+    schedule = make_schedule(schedule, warmup)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     seed_list = _normalise_seeds(seeds, suite)
@@ -497,7 +575,7 @@ def run_sweep(
 
         ledger.set_meta("last_sweep", {
             "suite": suite, "seeds": seed_list, "optimizers": [e.name for e in entries],
-            "tasks": [t.name for t, _ in resolved], "exponents": list(exps),
+            "tasks": [t.name for t, _ in resolved], "exponents": list(exps), "schedule": schedule,
             "python": platform.python_version(), "torch": torch.__version__,
         })
         specs: list[RunSpec] = []
@@ -505,8 +583,10 @@ def run_sweep(
         for obj, ref in resolved:
             versions[obj.name] = code_version(obj)
             specs += build_specs(obj, ref, [e.name for e in entries], grid_seeds, suite, exps,
-                                 optimizer_kwargs, versions[obj.name])
+                                 optimizer_kwargs, versions[obj.name], schedule)
         summary.total = len(specs)
+        if schedule != "constant":
+            log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
 
         def execute(candidates: list[RunSpec], bar: Any) -> None:
             for result in executor.run_all(candidates, run_fn):
@@ -531,7 +611,7 @@ def run_sweep(
             if not extend:
                 break
             new_specs = _extension_specs(ledger, resolved, entries, grid_seeds, suite, step,
-                                         optimizer_kwargs, versions, specs)
+                                         optimizer_kwargs, versions, specs, schedule)
             if not new_specs:
                 break
             specs += new_specs
@@ -539,7 +619,7 @@ def run_sweep(
 
         if seeds_near_best is not None and len(seed_list) > 1:
             more = _near_best_specs(ledger, resolved, entries, seed_list, suite, seeds_near_best,
-                                    optimizer_kwargs, versions)
+                                    optimizer_kwargs, versions, schedule)
             done = ledger.finished_ids(include_errors=not retry_errors)
             todo = [s for s in more if s.run_id not in done]
             summary.total += len(more)
@@ -568,19 +648,21 @@ def _near_best_specs(
     radius: float,
     optimizer_kwargs: dict[str, dict[str, Any]] | None,
     versions: dict[str, str],
+    schedule: str = "constant",
 ) -> list[RunSpec]:
-    """Specs of seeds[1:] at the exponents near each (task, optimizer)'s best point of seeds[0]."""
+    """Specs of seeds[1:] at the exponents near each (task, optimizer)'s best point of seeds[0] (under
+    the sweep's schedule: the other schedule's runs of the same optimizer are another method)."""
     new: list[RunSpec] = []
     for obj, ref in resolved:
         for entry in entries:
             kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
             rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
-                               code_version=versions[obj.name], kwargs=kw)
+                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
             results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] == seeds[0]]
             near = exponents_near_best(results, obj.higher_is_better, radius)
             if near:
                 new += build_specs(obj, ref, [entry.name], seeds[1:], suite, near,
-                                   optimizer_kwargs, versions[obj.name])
+                                   optimizer_kwargs, versions[obj.name], schedule)
     return new
 
 
@@ -594,20 +676,22 @@ def _extension_specs(
     optimizer_kwargs: dict[str, dict[str, Any]] | None,
     versions: dict[str, str],
     existing: list[RunSpec],
+    schedule: str = "constant",
 ) -> list[RunSpec]:
-    """Specs for grid points proposed by :func:`propose_grid_extension` from the ledger's results."""
+    """Specs for grid points proposed by :func:`propose_grid_extension` from the ledger's results (of
+    the sweep's schedule only)."""
     known = {s.run_id for s in existing}
     new: list[RunSpec] = []
     for obj, ref in resolved:
         for entry in entries:
             kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
             rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
-                               code_version=versions[obj.name], kwargs=kw)
+                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
             results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in seeds]
             extra = propose_grid_extension(results, obj.higher_is_better, step=step)
             if extra:
                 for spec in build_specs(obj, ref, [entry.name], seeds, suite, extra,
-                                        optimizer_kwargs, versions[obj.name]):
+                                        optimizer_kwargs, versions[obj.name], schedule):
                     if spec.run_id not in known:
                         new.append(spec)
     return new
