@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds-near-best", type=float, default=None, metavar="DECADES",
                        help="run the full grid with the first seed only and the further seeds only within "
                             "DECADES of each method's best point (e.g. 0.5)")
+    bench.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                       help="learning-rate schedule of every method: constant (default, the primary setting) or "
+                            "cosine (linear warm-up, then cosine decay to 0; the report labels these runs "
+                            "optimizer+cosine and scores them against the baselines of the same schedule)")
+    bench.add_argument("--warmup", type=float, default=None, metavar="FRACTION",
+                       help="warm-up of --schedule cosine as a fraction of the steps, in [0, 1) (default 0.05)")
     bench.add_argument("--retry-errors", action="store_true", help="re-run runs stored with status 'error'")
     bench.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -176,6 +182,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--grid-points must not repeat a value")
     if args.seeds_near_best is not None and not (0 <= args.seeds_near_best < math.inf):
         raise UsageError(f"--seeds-near-best must be a number of decades >= 0, got {args.seeds_near_best}")
+    if args.warmup is not None:
+        if args.schedule != "cosine":
+            raise UsageError(f"--warmup needs --schedule cosine (the schedule is {args.schedule})")
+        if not (0 <= args.warmup < 1):  # also refuses nan
+            raise UsageError(f"--warmup must be a fraction of the steps in [0, 1), got {args.warmup}")
     executor = None
     if args.executor == "ray":
         from tunefree.bench.executors import RayExecutor
@@ -192,7 +203,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             refs, optimizers=args.optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
             workers=args.workers, exponents=args.grid_points,
             extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
-            seeds_near_best=args.seeds_near_best, progress=not args.no_progress, report=not args.no_report, executor=executor,
+            seeds_near_best=args.seeds_near_best, schedule=args.schedule, warmup=args.warmup,
+            progress=not args.no_progress, report=not args.no_report, executor=executor,
         )
     except ValueError as exc:  # raised before any run starts (e.g. an explicitly named optimizer won't import)
         raise UsageError(str(exc).splitlines()[0]) from None

@@ -33,10 +33,39 @@ def test_unknown_task(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("flag,value", [("--seeds", "0"), ("--seeds", "x"), ("--workers", "0"), ("--suite", "big"),
-                                        ("--seeds-near-best", "-1"), ("--seeds-near-best", "nan")])
+                                        ("--seeds-near-best", "-1"), ("--seeds-near-best", "nan"),
+                                        ("--schedule", "linear"), ("--warmup", "x")])
 def test_bad_values(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str) -> None:
     err = _error(capsys, ["bench", "--task", TASK, flag, value, "--out", str(tmp_path)])
     assert flag in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--schedule", "cosine", "--warmup", "1"], "--warmup must be a fraction of the steps in [0, 1), got 1.0"),
+    (["--schedule", "cosine", "--warmup", "-0.1"], "--warmup must be a fraction"),
+    (["--schedule", "cosine", "--warmup", "nan"], "--warmup must be a fraction"),
+    (["--warmup", "0.1"], "--warmup needs --schedule cosine"),
+    (["--schedule", "constant", "--warmup", "0.1"], "--warmup needs --schedule cosine"),
+])
+def test_bad_schedule_values(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], needle: str) -> None:
+    err = _error(capsys, ["bench", "--task", TASK, *argv, "--out", str(tmp_path)])
+    assert needle in err
+    assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_bench_with_a_cosine_schedule(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    base = ["bench", "--task", TASK, "--optimizers", "sgd", "--workers", "1", "--out", str(out), "--no-progress",
+            "--grid-points", "0"]
+    assert main([*base, "--schedule", "cosine", "--warmup", "0.1"]) == 0
+    assert "1 runs executed" in capsys.readouterr().out
+    assert main([*base, "--schedule", "cosine"]) == 0  # the default warm-up is another setting
+    assert main(base) == 0  # and constant lr a third, in the same ledger
+    assert "1 runs executed" in capsys.readouterr().out.splitlines()[-1]
+    csv_text = (out / "runs.csv").read_text()
+    assert "cosine:0.1" in csv_text and "cosine:0.05" in csv_text and ",constant," in csv_text
+    md = (out / "report.md").read_text()
+    assert "| sgd+cosine:0.1 |" in md and "| sgd+cosine |" in md and "| sgd |" in md
 
 
 def test_report_of_a_missing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
