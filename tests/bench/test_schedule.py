@@ -284,3 +284,106 @@ def test_both_settings_in_one_ledger_are_separate_runs(tmp_path: Path, tiny_task
         assert mixed == {r["run_id"] for r in single.rows()} and len(mixed) == alone.executed
         assert both.get_meta("last_sweep")["schedule"] == "cosine:0.05"
 
+
+# ---- report ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def both_settings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ledger with the same methods under constant lr and under the default cosine schedule."""
+    out = tmp_path_factory.mktemp("settings")
+    names = ["sgd", "adam"] + (["momo"] if resolve_optimizer("momo").import_error() is None else [])
+    kw: dict[str, Any] = {"optimizers": names, "seeds": 2, "out": out, "workers": 1, "progress": False,
+                          "report": False, "log": _quiet}
+    run_sweep(make_tiny_task(), **kw)
+    run_sweep(make_tiny_task(), schedule="cosine", **kw)
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _m_star_by_hand(rows: list[dict[str, Any]], schedule: str) -> float:
+    points: dict[tuple, list] = {}
+    for r in rows:
+        if r["schedule"] == schedule and r["baseline"]:
+            points.setdefault((r["optimizer"], r["lr_exp"]), []).append(r["final_val"])
+    return min(sum(v) / len(v) for v in points.values() if all(x is not None for x in v))
+
+
+def test_each_setting_is_scored_against_its_own_baselines(both_settings: Path) -> None:
+    from tunefree.bench import summarise
+
+    (ts,) = summarise(both_settings)
+    with Ledger(both_settings) as ledger:
+        rows = ledger.rows()
+    constant, cosine = _m_star_by_hand(rows, "constant"), _m_star_by_hand(rows, "cosine:0.05")
+    assert constant != cosine
+    assert ts.targets["constant"][0] == pytest.approx(constant) and ts.m_star == pytest.approx(constant)
+    assert ts.targets["cosine:0.05"][0] == pytest.approx(cosine) and "same cosine schedule" in ts.targets["cosine:0.05"][1]
+    assert not ts.unscored
+    labels = [o.label for o in ts.optimizers]
+    for name in ("sgd", "adam"):
+        assert name in labels and f"{name}+cosine" in labels
+    # constant methods first, then the cosine ones; within each, tunefree before the baselines
+    assert [o.schedule for o in ts.optimizers] == sorted((o.schedule for o in ts.optimizers), key=lambda s: s != "constant")
+    for o in ts.optimizers:
+        target = constant if o.schedule == "constant" else cosine
+        mine = [r for r in rows if r["optimizer"] == o.optimizer and r["schedule"] == o.schedule and r["lr_exp"] == 0.0]
+        expected = sum((ts.m_init - r["final_val"]) / (ts.m_init - target) for r in mine) / len(mine)
+        assert o.default_score == pytest.approx(expected)
+    # the best tuned baseline of each setting scores 1 in its own setting
+    for schedule in ("constant", "cosine:0.05"):
+        assert max(o.tuned_score for o in ts.optimizers if o.baseline and o.schedule == schedule) == pytest.approx(1.0)
+
+
+def test_report_shows_both_settings_side_by_side(both_settings: Path) -> None:
+    from tunefree.bench import report as RP
+    from tunefree.bench import summarise, write_report
+
+    html_path = write_report(both_settings)
+    md = (both_settings / "report.md").read_text()
+    page = html_path.read_text()
+    for label in ("| adam |", "| adam+cosine |", "| sgd+cosine |"):
+        assert label in md
+    assert "m* of the +cosine runs" in md and "best tuned baseline under the same cosine schedule" in md
+    assert "self-contained" in md and "adam+cosine" in page
+    assert (both_settings / "figures" / "performance-profile.png").stat().st_size > 0
+    # the profile compares each label with the best of its own setting
+    tasks = summarise(both_settings)
+    labels, ratios = RP.trials_profile(tasks)
+    costs = {o.label: o.expected_trials for o in tasks[0].optimizers}
+    for j, label in enumerate(labels):
+        same = [c for lb, c in costs.items() if ("+cosine" in lb) == ("+cosine" in label)]
+        expected = costs[label] / min(same) if math.isfinite(costs[label]) else math.inf
+        assert ratios[0, j] == pytest.approx(expected)
+
+
+def test_a_setting_without_baselines_is_not_scored(both_settings: Path, tmp_path: Path) -> None:
+    from tunefree.bench import summarise, write_report
+
+    folder = _copy(both_settings, tmp_path / "nobase")
+    with sqlite3.connect(folder / "ledger.sqlite") as conn:
+        conn.execute("DELETE FROM runs WHERE schedule != 'constant' AND baseline = 1")
+    (ts,) = summarise(folder)
+    (full,) = summarise(both_settings)
+    assert "cosine:0.05" in ts.unscored and math.isnan(ts.targets["cosine:0.05"][0])
+    assert all(o.schedule == "constant" for o in ts.optimizers)
+    assert ts.m_star == full.m_star  # the constant setting is unaffected
+    write_report(folder)
+    md = (folder / "report.md").read_text()
+    assert "Not scored: no tuned baseline" in md and "+cosine |" not in md
+
+    # only scheduled runs without baselines: nothing is scored, the report still renders and says so
+    if resolve_optimizer("momo").import_error() is not None:
+        return  # the ledger has no non-baseline method then
+    only = _copy(both_settings, tmp_path / "only")
+    with sqlite3.connect(only / "ledger.sqlite") as conn:
+        conn.execute("DELETE FROM runs WHERE schedule = 'constant' OR baseline = 1")
+    (ts,) = summarise(only)
+    assert ts.optimizers == [] and list(ts.unscored) == ["cosine:0.05"]
+    write_report(only)
+    md = (only / "report.md").read_text()
+    assert "no setting scored" in md and "Not scored" in md

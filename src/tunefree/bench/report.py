@@ -6,6 +6,12 @@ is still running. Scores follow ``notes/benchmarks.md`` 3b: ``s = (m_init - m) /
 ``m*`` the best tuned baseline (sgd, adam, adamw) by seed-mean final validation metric; diverged runs
 score ``-inf``; learning rates are selected on validation and the test metric of the selection is
 reported separately.
+
+Runs under a learning-rate schedule other than constant (the secondary setting of 3c) are methods of
+their own, labelled ``optimizer+cosine``, and each setting is self-contained: a scheduled run's ``m*`` is
+the best tuned baseline under the same schedule, its performance-profile ratios are to the best method of
+the same schedule, and a schedule without baseline runs on a task is not scored there (the constant
+setting keeps its fallback to the best of all its runs).
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ import numpy as np
 
 from tunefree.bench import metrics as M
 from tunefree.bench.ledger import Ledger
+from tunefree.bench.sweep import DEFAULT_WARMUP, parse_schedule
 
-__all__ = ["TARGET", "OptimizerSummary", "TaskSummary", "summarise", "trials_profile", "w95_interval",
-           "write_report"]
+__all__ = ["TARGET", "OptimizerSummary", "TaskSummary", "schedule_label", "summarise", "trials_profile",
+           "w95_interval", "write_report"]
 
 #: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
 TARGET = 0.95
@@ -86,6 +93,8 @@ class OptimizerSummary:
     baseline: bool = False
     #: W95 of each bootstrap resample of the seeds (None with a single seed: no interval exists)
     w95_bootstrap: np.ndarray | None = None
+    #: the learning-rate schedule of the runs ("constant" or e.g. "cosine:0.05"): the setting scored in
+    schedule: str = "constant"
 
 
 @dataclass
@@ -97,22 +106,48 @@ class TaskSummary:
     log_scale: bool
     steps: int
     m_init: float
-    m_star: float
+    m_star: float  # of the primary setting: constant lr if it ran, else the first scored schedule
     target_source: str
     optimizers: list[OptimizerSummary] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: per schedule that ran on the task: (m*, where it comes from); NaN m* for a schedule not scored
+    targets: dict[str, tuple[float, str]] = field(default_factory=dict)
+    #: per schedule not scored on the task (no baseline ran under it): the labels of its runs
+    unscored: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _schedule(row: dict[str, Any]) -> str:
+    return row.get("schedule") or "constant"  # rows of an unmigrated dict (tests, old exports): constant
+
+
+def schedule_label(schedule: str) -> str:
+    """The suffix a schedule adds to a method's label: "" for constant, "cosine" for the default
+    warm-up, else the schedule string itself (e.g. "cosine:0.1")."""
+    if schedule == "constant":
+        return ""
+    return "cosine" if schedule == f"cosine:{DEFAULT_WARMUP:g}" else schedule
+
+
+def _describe_schedule(schedule: str) -> str:
+    name, warmup = parse_schedule(schedule)
+    if name == "constant":
+        return "constant lr"
+    return f"linear warm-up over the first {100 * warmup:.3g}% of the steps, then cosine decay to 0"
 
 
 def _label(row: dict[str, Any]) -> str:
-    return row["optimizer"] if row["kwargs"] in ("{}", "", None) else f"{row['optimizer']} {row['kwargs']}"
+    suffix = schedule_label(_schedule(row))
+    name = f"{row['optimizer']}+{suffix}" if suffix else row["optimizer"]
+    return name if row["kwargs"] in ("{}", "", None) else f"{name} {row['kwargs']}"
 
 
 def _latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task, suite, optimizer, kwargs, lr, seed): the most recent one. Rows of older code
-    versions would otherwise count a grid point twice."""
+    """One row per (task, suite, optimizer, kwargs, schedule, lr, seed): the most recent one. Rows of
+    older code versions would otherwise count a grid point twice."""
     latest: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        key = (row["task"], row["suite"], row["optimizer"], row["kwargs"], round(row["lr_exp"], 6), row["seed"])
+        key = (row["task"], row["suite"], row["optimizer"], row["kwargs"], _schedule(row),
+               round(row["lr_exp"], 6), row["seed"])
         if key not in latest or row["finished_at"] >= latest[key]["finished_at"]:
             latest[key] = row
     return list(latest.values())
@@ -178,6 +213,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
     steps_done = sum(max(r["steps_done"], 1) for r in rows)
     return OptimizerSummary(
         label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"], baseline=bool(rows[0]["baseline"]),
+        schedule=_schedule(rows[0]),
         exps=exps, lrs=lrs, mean_scores=mean_scores, std_scores=std_scores, mean_val=mean_val,
         n_seeds=len(seeds),
         default_score=mean_scores[default_idx] if default_idx is not None else math.nan,
@@ -263,21 +299,44 @@ def summarise(folder: str | Path) -> list[TaskSummary]:
             if r["init_val"] is not None:
                 init_by_seed[r["seed"]].append(r["init_val"])
         m_init = float(np.mean([np.mean(v) for v in init_by_seed.values()])) if init_by_seed else math.nan
-        baseline_rows = [r for r in group if r["baseline"]]
-        source_rows = baseline_rows or group
-        target_source = "best tuned baseline" if baseline_rows else "best of all optimizers (no baseline ran)"
-        points: dict[tuple, list[float | None]] = defaultdict(list)
-        for r in source_rows:
-            points[(_label(r), round(r["lr_exp"], 6))].append(r["final_val"] if r["status"] == "ok" else None)
-        m_star = M.best_metric([_seed_mean_finite(v) for v in points.values()], higher)
+        # m* per setting (schedule), each from its own baselines: settings are self-contained
+        by_schedule: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in group:
+            by_schedule[_schedule(r)].append(r)
+        settings = sorted(by_schedule, key=lambda sc: (sc != "constant", sc))
+        targets: dict[str, tuple[float, str]] = {}
+        unscored: dict[str, list[str]] = {}
+        for schedule in settings:
+            setting_rows = by_schedule[schedule]
+            baseline_rows = [r for r in setting_rows if r["baseline"]]
+            if not baseline_rows and schedule != "constant":
+                targets[schedule] = (math.nan, f"no baseline ran under the {schedule_label(schedule)} schedule")
+                unscored[schedule] = sorted({_label(r) for r in setting_rows})
+                continue
+            source_rows = baseline_rows or setting_rows
+            if schedule == "constant":
+                source = "best tuned baseline" if baseline_rows else "best of all optimizers (no baseline ran)"
+            else:
+                source = f"best tuned baseline under the same {schedule_label(schedule)} schedule"
+            points: dict[tuple, list[float | None]] = defaultdict(list)
+            for r in source_rows:
+                points[(_label(r), round(r["lr_exp"], 6))].append(r["final_val"] if r["status"] == "ok" else None)
+            targets[schedule] = (M.best_metric([_seed_mean_finite(v) for v in points.values()], higher), source)
+        primary = next((sc for sc in settings if sc not in unscored), settings[0])
+        m_star, target_source = targets[primary]
         summary = TaskSummary(task=task, suite=suite, metric=first["metric"], higher_is_better=higher,
                               log_scale=first["log_scale"], steps=first["steps"], m_init=m_init,
-                              m_star=m_star, target_source=target_source, rows=group)
+                              m_star=m_star, target_source=target_source, rows=group, targets=targets,
+                              unscored=unscored)
         by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
-            by_label[_label(r)].append(r)
-        for label in sorted(by_label, key=lambda lb: (by_label[lb][0]["baseline"], lb)):
-            summary.optimizers.append(_summarise_optimizer(label, by_label[label], m_init, m_star))
+            if _schedule(r) not in unscored:
+                by_label[_label(r)].append(r)
+        order = {sc: i for i, sc in enumerate(settings)}
+        for label in sorted(by_label, key=lambda lb: (order[_schedule(by_label[lb][0])],
+                                                      by_label[lb][0]["baseline"], lb)):
+            schedule = _schedule(by_label[label][0])
+            summary.optimizers.append(_summarise_optimizer(label, by_label[label], m_init, targets[schedule][0]))
         _bootstrap_w95(summary)
         out.append(summary)
     return out
@@ -299,8 +358,10 @@ def _figure_lr_sensitivity(ts: TaskSummary) -> Any:
         y = np.asarray(opt.mean_scores, dtype=float)
         err = np.asarray(opt.std_scores)
         shown = np.where(np.isfinite(y), np.maximum(y, _SCORE_FLOOR), _SCORE_FLOOR)
-        # baselines dashed, so tunefree's methods stand out where lines overlap
-        line, = ax.plot(x, shown, marker="o", ms=4, label=opt.label, lw=1.5, ls="--" if opt.baseline else "-")
+        # tunefree's methods stand out where lines overlap
+        # baselines dashed; square markers for a scheduled setting (label optimizer+cosine)
+        line, = ax.plot(x, shown, marker="o" if opt.schedule == "constant" else "s", ms=4, label=opt.label,
+                        lw=1.5, ls="--" if opt.baseline else "-")
         ok = np.isfinite(y) & (y > _SCORE_FLOOR)
         ax.errorbar(x[ok], y[ok], yerr=err[ok], fmt="none", ecolor=line.get_color(), alpha=0.5)
         bad = ~np.isfinite(y) | (y <= _SCORE_FLOOR)
@@ -408,13 +469,37 @@ def _figure_stats(ts: TaskSummary) -> Any | None:
 
 def trials_profile(tasks: list[TaskSummary]) -> tuple[list[str], np.ndarray]:
     """Optimizer labels and the ``(tasks, optimizers)`` ratios of expected trials to target to the best
-    optimizer's on each task; an optimizer that did not run on a task counts as never reaching it."""
+    optimizer's on each task; an optimizer that did not run on a task counts as never reaching it (inf).
+
+    Each setting (learning-rate schedule) is its own comparison: a label's ratio is to the best label of
+    the same schedule, and it is NaN on a task where no method of its schedule was scored (that task is
+    not one of the setting's problems). With constant-lr runs only, there is no NaN."""
     labels = sorted({o.label for ts in tasks for o in ts.optimizers})
-    costs = np.full((len(tasks), len(labels)), np.inf)
-    for t, ts in enumerate(tasks):
-        for o in ts.optimizers:
-            costs[t, labels.index(o.label)] = o.expected_trials
-    return labels, M.performance_ratios(costs)
+    schedule_of = {o.label: o.schedule for ts in tasks for o in ts.optimizers}
+    ratios = np.full((len(tasks), len(labels)), np.nan)
+    for schedule in sorted(set(schedule_of.values())):
+        cols = [j for j, label in enumerate(labels) if schedule_of[label] == schedule]
+        rows = [t for t, ts in enumerate(tasks) if any(o.schedule == schedule for o in ts.optimizers)]
+        costs = np.full((len(rows), len(cols)), np.inf)
+        for i, t in enumerate(rows):
+            for o in tasks[t].optimizers:
+                if o.schedule == schedule:
+                    costs[i, cols.index(labels.index(o.label))] = o.expected_trials
+        if rows and cols:
+            ratios[np.ix_(rows, cols)] = M.performance_ratios(costs)
+    return labels, ratios
+
+
+def _profile_columns(ratios: np.ndarray, taus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Area (and rho over ``taus``) of each label over the tasks of its own setting (rows not NaN)."""
+    area = np.full(ratios.shape[1], np.nan)
+    rho = None if taus is None else np.full((ratios.shape[1], len(taus)), np.nan)
+    for j in range(ratios.shape[1]):
+        column = ratios[~np.isnan(ratios[:, j]), j][:, None]
+        area[j] = M.profile_area(column, PROFILE_TAU_MAX)[0]
+        if rho is not None:
+            rho[j] = M.performance_profile(column, taus)[0]
+    return area, rho
 
 
 def _figure_profile(tasks: list[TaskSummary]) -> Any:
@@ -423,8 +508,8 @@ def _figure_profile(tasks: list[TaskSummary]) -> Any:
     labels, ratios = trials_profile(tasks)
     finite = ratios[np.isfinite(ratios) & (ratios <= PROFILE_TAU_MAX)]
     taus = np.unique(np.concatenate([[1.0, PROFILE_TAU_MAX], finite]))
-    rho = M.performance_profile(ratios, taus)
-    area = M.profile_area(ratios, PROFILE_TAU_MAX)
+    area, rho = _profile_columns(ratios, taus)
+    assert rho is not None
     baseline = {o.label: o.baseline for ts in tasks for o in ts.optimizers}
     fig, ax = plt.subplots(figsize=(9, 4.2))
     for j in np.argsort(-area, kind="stable"):  # legend ordered by area
@@ -532,6 +617,22 @@ def _grid_lines(ts: TaskSummary) -> list[str]:
     return [f"{text}: {', '.join(labels)}" for text, labels in parts]
 
 
+def _target_text(ts: TaskSummary, schedule: str) -> str:
+    m_star, source = ts.targets[schedule]
+    if schedule == "constant":
+        return f"m* = {_fmt(m_star, 5)} ({source})"
+    return (f"m* of the +{schedule_label(schedule)} runs = {_fmt(m_star, 5)} ({source}: "
+            f"{_describe_schedule(schedule)})")
+
+
+def _unscored_text(ts: TaskSummary, schedule: str) -> str:
+    labels = ts.unscored[schedule]
+    runs = sum(1 for r in ts.rows if _schedule(r) == schedule)
+    return (f"Not scored: no tuned baseline (sgd, adam, adamw) ran under the {schedule_label(schedule)} schedule "
+            f"({_describe_schedule(schedule)}) on this task, so its {runs} run(s) ({', '.join(labels)}) have no "
+            "target m* of their own setting; run the baselines with the same schedule to score them.")
+
+
 def w95_interval(items: list[OptimizerSummary], level: float = 0.95) -> tuple[float, float] | None:
     """Bootstrap interval of the mean W95 over one optimizer's tasks, or None where a task has a
     single seed for it (no resampling exists; a zero-width interval would be fake).
@@ -555,7 +656,7 @@ def _aggregate(tasks: list[TaskSummary]) -> tuple[list[str], list[list[str]]]:
         for o in ts.optimizers:
             per_opt[o.label].append(o)
     labels, ratios = trials_profile(tasks)
-    area = dict(zip(labels, M.profile_area(ratios, PROFILE_TAU_MAX)))
+    area = dict(zip(labels, _profile_columns(ratios)[0]))
     body = []
     for label, items in sorted(per_opt.items()):
         def med(values: list[float]) -> float:
@@ -627,7 +728,17 @@ _METRICS_TEXT = (
     "evaluation step reaching s >= 0.95 at the best / default lr (seed mean; inf if a seed never does). "
     "'(edge!)' marks a best lr on the edge of the grid: the optimum may lie outside it. Each task states "
     "the grid measured: its spacing is the width one point counts in W95 (per optimizer and task), and a "
-    "missing point inside the range breaks contiguity, since nothing was measured there."
+    "missing point inside the range breaks contiguity, since nothing was measured there. "
+    "Learning-rate schedules (notes/benchmarks.md 3c: constant lr is the primary setting, a secondary setting "
+    "gives every method the same linear warm-up + cosine decay to 0): a run under a schedule other than "
+    "constant is a method of its own, labelled optimizer+cosine. Each setting is self-contained: its m* is "
+    "the best tuned baseline (sgd, adam, adamw) under the same schedule, so s = 1 means as good as the best "
+    "tuned baseline of that setting, and scores of different settings have different targets (compare the "
+    "settings on the raw validation metric). A schedule under which no baseline ran on a task is not scored "
+    "on that task, and the task says so; only the constant setting falls back to the best of all its runs. "
+    "What the schedule scales depends on the method: the step size for SGD/Adam/AdamW, the cap on the "
+    "adaptive step for MoMo, only the starting rate for GALA (its adapted rate ignores the schedule); "
+    "Schedule-Free is meant to run without one."
 )
 
 _GRID_TITLE = "Grid measured (lr = documented default x 10^k):"
@@ -643,7 +754,9 @@ _AGGREGATE_TEXT = (
     "grid: a 1-decade grid counts 1 decade per good point, a half-decade grid 0.5. mean P(hit): mean over "
     "tasks. profile area: AlgoPerf-style performance profile of E[trials]: rho(tau) = fraction of all "
     "tasks in the report where the optimizer's E[trials] is within tau times the best optimizer's on that "
-    "task (inf never counts, nor does a task the optimizer did not run); the area under rho over tau in "
+    "task (inf never counts, nor does a task the optimizer did not run); with learning-rate schedules, per "
+    "setting: the best optimizer of the same schedule, over the tasks where that schedule was scored; the "
+    "area under rho over tau in "
     f"[1, {PROFILE_TAU_MAX:g}] divided by {PROFILE_TAU_MAX - 1:g}, so 1 = fewest expected trials on every "
     "task, 0 = never within 4x of the best."
 )
@@ -683,10 +796,11 @@ def write_report(folder: str | Path) -> Path:
         md += ["## Aggregate over tasks", "", _AGGREGATE_TEXT, "", _md_table(header, rows), ""]
         body += ["<h2>Aggregate over tasks</h2>", f"<p>{html.escape(_AGGREGATE_TEXT)}</p>",
                  _html_table(header, rows)]
-        data = _save(_figure_profile(tasks), figures / "performance-profile.png")
-        md += ["![performance profile](figures/performance-profile.png)", ""]
-        body.append('<p><img alt="performance profile" '
-                    f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
+        if any(ts.optimizers for ts in tasks):
+            data = _save(_figure_profile(tasks), figures / "performance-profile.png")
+            md += ["![performance profile](figures/performance-profile.png)", ""]
+            body.append('<p><img alt="performance profile" '
+                        f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
     else:
         md += ["No runs in the ledger yet.", ""]
         body += ["<p>No runs in the ledger yet.</p>"]
@@ -695,29 +809,33 @@ def write_report(folder: str | Path) -> Path:
         slug = f"{ts.task}-{ts.suite}".replace("/", "_").replace(" ", "_")
         direction = "higher is better" if ts.higher_is_better else "lower is better"
         scale = ", log10(f - f*) scale" if ts.log_scale else ""
+        targets = [_target_text(ts, schedule) for schedule in ts.targets if schedule not in ts.unscored]
         info = (f"metric `{ts.metric}` ({direction}{scale}), {ts.steps} steps; m_init = {_fmt(ts.m_init, 5)}, "
-                f"m* = {_fmt(ts.m_star, 5)} ({ts.target_source})")
-        grid = _grid_lines(ts)
-        md += [f"## {ts.task} [{ts.suite}]", "", info, "", _GRID_TITLE, ""] + [f"- {g}" for g in grid] + [
-               "", _md_table(_SUMMARY_HEADER, _summary_rows(ts)), ""]
-        body += [f"<h2>{html.escape(ts.task)} [{html.escape(ts.suite)}]</h2>", f"<p>{html.escape(info)}</p>",
-                 f"<p>{html.escape(_GRID_TITLE)}</p><ul>", *(f"<li>{html.escape(g)}</li>" for g in grid), "</ul>",
-                 _html_table(_SUMMARY_HEADER, _summary_rows(ts))]
-        raw_header, raw_body = _raw_table(ts)
-        md += ["Seed-mean final validation metric per grid point (fail = a seed diverged or errored):", "",
-               _md_table(raw_header, raw_body), ""]
-        body += ["<p>Seed-mean final validation metric per grid point (fail = a seed diverged or errored):</p>",
-                 _html_table(raw_header, raw_body)]
-        made = [("lr", _figure_lr_sensitivity(ts)), ("curves", _figure_learning_curves(ts)),
-                ("stats", _figure_stats(ts))]
-        for kind, fig in made:
-            if fig is None:
-                continue
-            name = f"{slug}-{kind}.png"
-            data = _save(fig, figures / name)
-            md += [f"![{ts.task} {kind}](figures/{name})", ""]
-            body.append(f'<p><img alt="{html.escape(ts.task)} {kind}" '
-                        f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
+                + ("; ".join(targets) or "no setting scored"))
+        notes = [_unscored_text(ts, schedule) for schedule in ts.unscored]
+        md += [f"## {ts.task} [{ts.suite}]", "", info, ""] + [f"**{n}**" for n in notes] + ([""] if notes else [])
+        body += [f"<h2>{html.escape(ts.task)} [{html.escape(ts.suite)}]</h2>", f"<p>{html.escape(info)}</p>"]
+        body += [f"<p><b>{html.escape(n)}</b></p>" for n in notes]
+        if ts.optimizers:  # else nothing is scored on this task (its runs are in runs.csv)
+            grid = _grid_lines(ts)
+            md += [_GRID_TITLE, ""] + [f"- {g}" for g in grid] + ["", _md_table(_SUMMARY_HEADER, _summary_rows(ts)), ""]
+            body += [f"<p>{html.escape(_GRID_TITLE)}</p><ul>", *(f"<li>{html.escape(g)}</li>" for g in grid), "</ul>",
+                     _html_table(_SUMMARY_HEADER, _summary_rows(ts))]
+            raw_header, raw_body = _raw_table(ts)
+            md += ["Seed-mean final validation metric per grid point (fail = a seed diverged or errored):", "",
+                   _md_table(raw_header, raw_body), ""]
+            body += ["<p>Seed-mean final validation metric per grid point (fail = a seed diverged or errored):</p>",
+                     _html_table(raw_header, raw_body)]
+            made = [("lr", _figure_lr_sensitivity(ts)), ("curves", _figure_learning_curves(ts)),
+                    ("stats", _figure_stats(ts))]
+            for kind, fig in made:
+                if fig is None:
+                    continue
+                name = f"{slug}-{kind}.png"
+                data = _save(fig, figures / name)
+                md += [f"![{ts.task} {kind}](figures/{name})", ""]
+                body.append(f'<p><img alt="{html.escape(ts.task)} {kind}" '
+                            f'src="data:image/png;base64,{base64.b64encode(data).decode()}"></p>')
         errors = [r for r in ts.rows if r["status"] == "error"]
         if errors:
             md += [f"{len(errors)} run(s) failed with an error; first traceback:", "", "```",
