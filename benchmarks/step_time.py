@@ -122,7 +122,9 @@ def copy_bandwidth(numel: int = 1 << 26, repeats: int = 15) -> float:
     return 2 * 4 * numel / statistics.median(times)
 
 
-def bench_set(shapes: Shapes, factories: dict, repeats: int, steps: int, warmup: int, seed: int = 0) -> dict[str, float]:
+def bench_set(
+    shapes: Shapes, factories: dict, repeats: int, steps: int, warmup: int, seed: int = 0
+) -> dict[str, float]:
     generator = torch.Generator().manual_seed(seed)
     grads = [torch.randn(s, generator=generator) * 1e-2 for s in shapes]
     runs = {}
@@ -150,7 +152,8 @@ def bench_set(shapes: Shapes, factories: dict, repeats: int, steps: int, warmup:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md are written)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output path without suffix (.json and .md are written)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin passes over the optimizers")
     parser.add_argument("--steps", type=int, default=7, help="timed steps per optimizer per pass")

@@ -4,14 +4,14 @@ from tunefree.optim._core import NonFiniteError
 from tunefree.optim.agd import AGD
 from tunefree.optim.gala import GALA
 from tunefree.optim.momo import MoMo, MoMoAdam
-from tunefree.optim.rsgdm import RSGDM
-from tunefree.optim.smes import SMES, AlphaSchedule
 from tunefree.optim.registry import (
     OptimizerInfo,
     available_optimizers,
     create_optimizer,
     get_optimizer_info,
 )
+from tunefree.optim.rsgdm import RSGDM
+from tunefree.optim.smes import SMES, AlphaSchedule
 
 __version__ = "0.1.0"
 

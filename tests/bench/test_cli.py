@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TASK_FILE
+
 from tunefree.cli import main
 
 TASK = f"{TASK_FILE}:make_tiny_task"

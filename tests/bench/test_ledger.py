@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import TASK_FILE, TinyTask
+
 from tunefree.bench import Ledger, run_one, run_sweep
 from tunefree.bench.sweep import build_specs
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_tiny_task
+
 from tunefree.bench import Ledger, run_sweep, summarise, write_report
 
 

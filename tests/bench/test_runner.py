@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import TinyTask, make_tiny_task
+
 from tunefree.bench import Ledger, make_task, run_sweep
 from tunefree.bench import runner as runner_mod
 from tunefree.bench.runner import run_one
@@ -93,7 +93,9 @@ def _patch_optimizer(monkeypatch: pytest.MonkeyPatch, cls: type, trace: tuple[st
     monkeypatch.setattr(runner_mod, "resolve_optimizer", fake)
 
 
-def test_floating_point_error_from_the_optimizer_is_divergence(tiny_task: TinyTask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_floating_point_error_from_the_optimizer_is_divergence(
+    tiny_task: TinyTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _patch_optimizer(monkeypatch, _Refusing)
     result = run_one(_spec(tiny_task, "sgd"), tiny_task)
     assert result.status == "diverged"

@@ -322,13 +322,15 @@ def test_each_setting_is_scored_against_its_own_baselines(both_settings: Path) -
     constant, cosine = _m_star_by_hand(rows, "constant"), _m_star_by_hand(rows, "cosine:0.05")
     assert constant != cosine
     assert ts.targets["constant"][0] == pytest.approx(constant) and ts.m_star == pytest.approx(constant)
-    assert ts.targets["cosine:0.05"][0] == pytest.approx(cosine) and "same cosine schedule" in ts.targets["cosine:0.05"][1]
+    assert ts.targets["cosine:0.05"][0] == pytest.approx(cosine)
+    assert "same cosine schedule" in ts.targets["cosine:0.05"][1]
     assert not ts.unscored
     labels = [o.label for o in ts.optimizers]
     for name in ("sgd", "adam"):
         assert name in labels and f"{name}+cosine" in labels
     # constant methods first, then the cosine ones; within each, tunefree before the baselines
-    assert [o.schedule for o in ts.optimizers] == sorted((o.schedule for o in ts.optimizers), key=lambda s: s != "constant")
+    schedules = [o.schedule for o in ts.optimizers]
+    assert schedules == sorted(schedules, key=lambda s: s != "constant")
     for o in ts.optimizers:
         target = constant if o.schedule == "constant" else cosine
         mine = [r for r in rows if r["optimizer"] == o.optimizer and r["schedule"] == o.schedule and r["lr_exp"] == 0.0]

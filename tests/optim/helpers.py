@@ -32,7 +32,9 @@ def batches(step: int, x: torch.Tensor, y: torch.Tensor, size: int = 16) -> tupl
     return x[start:start + size], y[start:start + size]
 
 
-def make_closure(model: nn.Module, optimizer: Any, batch: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], torch.Tensor]:
+def make_closure(
+    model: nn.Module, optimizer: Any, batch: tuple[torch.Tensor, torch.Tensor]
+) -> Callable[[], torch.Tensor]:
     xb, yb = batch
 
     def closure() -> torch.Tensor:

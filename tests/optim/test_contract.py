@@ -198,7 +198,8 @@ def test_invalid_hyperparameters_name_the_argument(case: Case) -> None:
     optimizer = case.cls(list(make_model().parameters())[:2])
     first_bad = next(iter(case.bad_values))
     with pytest.raises(ValueError, match=first_bad):
-        optimizer.add_param_group({"params": list(make_model().parameters())[2:], first_bad: case.bad_values[first_bad]})
+        extra = list(make_model().parameters())[2:]
+        optimizer.add_param_group({"params": extra, first_bad: case.bad_values[first_bad]})
     assert len(optimizer.param_groups) == 1
 
 

@@ -209,7 +209,10 @@ def test_eta_can_leave_zero(last_curvature) -> None:
     if last_curvature is not None:
         optimizer.global_state["last_curvature"] = torch.tensor(last_curvature, dtype=torch.float64)
     curvature = last_curvature or 0.0
-    optimizer.state[weights] = {"prev_param": weights.detach().clone(), "momentum_buffer": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    optimizer.state[weights] = {
+        "prev_param": weights.detach().clone(),
+        "momentum_buffer": torch.tensor([1.0, 2.0], dtype=torch.float64),
+    }
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()

@@ -99,7 +99,8 @@ def test_matches_the_authors_package(ours, reference_name, kwargs) -> None:
     try:
         model = make_model()
         twin = clone_model(model)
-        reference_kwargs = {k: v for k, v in kwargs.items() if k not in ("estimate_lower_bound", "decoupled_weight_decay")}
+        reference_only = ("estimate_lower_bound", "decoupled_weight_decay")
+        reference_kwargs = {k: v for k, v in kwargs.items() if k not in reference_only}
         if kwargs.get("estimate_lower_bound"):
             reference_kwargs["use_fstar"] = True
         if "decoupled_weight_decay" in kwargs:

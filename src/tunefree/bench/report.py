@@ -199,7 +199,8 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
 
     arr = np.asarray(mean_scores, dtype=float)
     valid = ~np.isnan(arr)
-    best_idx = int(np.nanargmax(np.where(valid, arr, -np.inf))) if valid.any() and np.isfinite(arr[valid]).any() else None
+    has_best = valid.any() and np.isfinite(arr[valid]).any()
+    best_idx = int(np.nanargmax(np.where(valid, arr, -np.inf))) if has_best else None
     default_idx = exps.index(0.0) if 0.0 in exps else None
     seed_widths = [M.robust_width(exps, per_seed[s], TARGET, spacing) for s in seeds]
     k_good = int(np.sum(arr >= TARGET))
@@ -212,7 +213,8 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
 
     steps_done = sum(max(r["steps_done"], 1) for r in rows)
     return OptimizerSummary(
-        label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"], baseline=bool(rows[0]["baseline"]),
+        label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"],
+        baseline=bool(rows[0]["baseline"]),
         schedule=_schedule(rows[0]),
         exps=exps, lrs=lrs, mean_scores=mean_scores, std_scores=std_scores, mean_val=mean_val,
         n_seeds=len(seeds),

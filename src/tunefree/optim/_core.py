@@ -408,7 +408,9 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             if max_numel is None:
                 temporaries = [[torch.empty_like(t, dtype=dtype) for t in lead] for dtype in scratch]
             else:
-                temporaries = [self._scratch_views(lead, dtype or lead[0].dtype, slot) for slot, dtype in enumerate(scratch)]
+                temporaries = [
+                    self._scratch_views(lead, dtype or lead[0].dtype, slot) for slot, dtype in enumerate(scratch)
+                ]
             yield block, temporaries
 
     def _scratch_views(self, like: list[Tensor], dtype: torch.dtype, slot: int) -> list[Tensor]:

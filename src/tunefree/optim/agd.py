@@ -54,7 +54,8 @@ class AGD(TunefreeOptimizer):
         x <- x - lr sqrt(1 - beta2^t) / (1 - beta1^t) * r_t
 
     ``clip`` acts on the ratio before the bias-correction scale factor, as in the authors' code. The
-    difference ``s_t`` is built in a cache-block scratch buffer as ``ds (g - m_{t-1} / (1 - beta1^(t-1)))`` (algebraically exact). The bias-correction scalars are
+    difference ``s_t`` is built in a cache-block scratch buffer as ``ds (g - m_{t-1} / (1 - beta1^(t-1)))``
+    (algebraically exact). The bias-correction scalars are
     computed in float64 from a float64 per-tensor step counter (the current authors' file counts in
     float32, which perturbs trajectories by ~1e-4 relative; agd.md §8.4). The ``win`` variant of the code
     is not implemented (not in the paper as far as could be checked).

@@ -149,8 +149,9 @@ class GALA(TunefreeOptimizer):
             quadratic (condition number 1000): consistent across starts but about half the best rate (momentum
             0: lr 0.82 vs 1.78, loss 3.4-3.9x) and hopeless against tuned heavy-ball, which exploits momentum
             at lr 3.2 (GALA 0.06-0.22; 1e10x). The Adam base beats tuned heavy-ball on the quadratic from starts
-            <= 0.1 (0.3-0.5x; start 1: 3.6x) and is within 1.1x of tuned SGD-M on the MLP from starts <= 1e-2. No configuration meets issue 3's
-            "every start 1e-5..1 within 3x, loss within 2x of the best fixed-lr SGD run".
+            <= 0.1 (0.3-0.5x; start 1: 3.6x) and is within 1.1x of tuned SGD-M on the MLP from starts
+            <= 1e-2. No configuration meets issue 3's "every start 1e-5..1 within 3x, loss within 2x of the
+            best fixed-lr SGD run".
         model: the module trained, so that the extra pass can restore its BatchNorm statistics (see
             :meth:`attach`).
         buffers: which buffers of ``model`` are restored: ``"norm"`` (running statistics of normalisation
@@ -199,7 +200,9 @@ class GALA(TunefreeOptimizer):
     # ------------------------------------------------------------------ validation
     def validate_group(self, group: dict[str, Any]) -> None:
         name = "GALA"
-        group["lr"] = check_range(name, "lr", group["lr"], 0.0, low_inclusive=False, high=math.inf, high_inclusive=False)
+        group["lr"] = check_range(
+            name, "lr", group["lr"], 0.0, low_inclusive=False, high=math.inf, high_inclusive=False
+        )
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
         alignment = group.setdefault("alignment", "direction")

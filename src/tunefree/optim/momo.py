@@ -173,7 +173,9 @@ class _MoMoFamily(TunefreeOptimizer):
             "step": step.clone(),
         }
 
-    def block_dots(self, grads: list[Tensor], params: list[Tensor], moment: list[Tensor], metric_direction: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def block_dots(
+        self, grads: list[Tensor], params: list[Tensor], moment: list[Tensor], metric_direction: list[Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """(<g,x>, <m,x>, <m,u>) over one block, accumulated in the scalar dtype."""
         _, dtype = self.scalar_device_dtype()
         grad_dot_x = [dot(g, x, dtype) for g, x in zip(grads, params)]
@@ -311,7 +313,10 @@ class MoMoAdam(_MoMoFamily):
         return torch.sqrt(1.0 - bucket.group["betas"][1] ** step).to(bucket.params[0].dtype)
 
     @staticmethod
-    def _direction_(bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor], out: list[Tensor]) -> None:
+    def _direction_(
+        bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
+        out: list[Tensor],
+    ) -> None:
         """out <- m / (sqrt(v / (1 - beta2^k)) + eps), written into ``out`` (the block's scratch). The update
         pass recomputes it with the same ops (bitwise the same) rather than keeping a model-sized buffer."""
         torch._foreach_copy_(out, exp_avg_sq)

@@ -17,13 +17,13 @@ windows (256 for val, 1 024 for test, fewer if the split is short), each scored 
 
 from __future__ import annotations
 
+import abc
 import functools
 import re
 import tarfile
-import abc
 from dataclasses import dataclass, field
-from typing import Iterator, TypeVar
 from pathlib import Path
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
