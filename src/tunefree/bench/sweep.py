@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -639,6 +639,28 @@ def run_sweep(
     return summary
 
 
+def _method_results(
+    ledger: Any,
+    resolved: list[tuple[Task, str]],
+    entries: list[OptimizerInfo],
+    seeds: Iterable[int],
+    suite: str,
+    optimizer_kwargs: dict[str, dict[str, Any]] | None,
+    versions: dict[str, str],
+    schedule: str,
+) -> Iterator[tuple[Task, str, OptimizerInfo, list[tuple[float, float | None]]]]:
+    """Per (task, optimizer): ``(lr_exp, final validation metric)`` of its stored runs with the given
+    seeds, code version, kwargs and schedule (the other schedule's runs of an optimizer are another
+    method)."""
+    wanted = set(seeds)
+    for obj, ref in resolved:
+        for entry in entries:
+            kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
+            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
+                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
+            yield obj, ref, entry, [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in wanted]
+
+
 def _near_best_specs(
     ledger: Any,
     resolved: list[tuple[Task, str]],
@@ -650,19 +672,14 @@ def _near_best_specs(
     versions: dict[str, str],
     schedule: str = "constant",
 ) -> list[RunSpec]:
-    """Specs of seeds[1:] at the exponents near each (task, optimizer)'s best point of seeds[0] (under
-    the sweep's schedule: the other schedule's runs of the same optimizer are another method)."""
+    """Specs of seeds[1:] at the exponents near each (task, optimizer)'s best point of seeds[0]."""
     new: list[RunSpec] = []
-    for obj, ref in resolved:
-        for entry in entries:
-            kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
-            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
-                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
-            results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] == seeds[0]]
-            near = exponents_near_best(results, obj.higher_is_better, radius)
-            if near:
-                new += build_specs(obj, ref, [entry.name], seeds[1:], suite, near,
-                                   optimizer_kwargs, versions[obj.name], schedule)
+    for obj, ref, entry, results in _method_results(ledger, resolved, entries, seeds[:1], suite,
+                                                     optimizer_kwargs, versions, schedule):
+        near = exponents_near_best(results, obj.higher_is_better, radius)
+        if near:
+            new += build_specs(obj, ref, [entry.name], seeds[1:], suite, near,
+                               optimizer_kwargs, versions[obj.name], schedule)
     return new
 
 
@@ -678,20 +695,14 @@ def _extension_specs(
     existing: list[RunSpec],
     schedule: str = "constant",
 ) -> list[RunSpec]:
-    """Specs for grid points proposed by :func:`propose_grid_extension` from the ledger's results (of
-    the sweep's schedule only)."""
+    """Specs for grid points proposed by :func:`propose_grid_extension` from the ledger's results."""
     known = {s.run_id for s in existing}
     new: list[RunSpec] = []
-    for obj, ref in resolved:
-        for entry in entries:
-            kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
-            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
-                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
-            results = [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in seeds]
-            extra = propose_grid_extension(results, obj.higher_is_better, step=step)
-            if extra:
-                for spec in build_specs(obj, ref, [entry.name], seeds, suite, extra,
-                                        optimizer_kwargs, versions[obj.name], schedule):
-                    if spec.run_id not in known:
-                        new.append(spec)
+    for obj, ref, entry, results in _method_results(ledger, resolved, entries, seeds, suite,
+                                                     optimizer_kwargs, versions, schedule):
+        extra = propose_grid_extension(results, obj.higher_is_better, step=step)
+        for spec in build_specs(obj, ref, [entry.name], seeds, suite, extra,
+                                optimizer_kwargs, versions[obj.name], schedule):
+            if spec.run_id not in known:
+                new.append(spec)
     return new
