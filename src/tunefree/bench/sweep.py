@@ -588,13 +588,15 @@ def run_sweep(
         if schedule != "constant":
             log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
 
-        def execute(candidates: list[RunSpec], bar: Any) -> None:
+        def execute(candidates: list[RunSpec], desc: str) -> None:
+            bar = tqdm(total=len(candidates), unit="run", disable=not progress or not candidates, desc=desc)
             for result in executor.run_all(candidates, run_fn):
                 ledger.store(result, replace=retry_errors)
                 summary.executed += 1
                 summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
                 bar.update(1)
                 bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+            bar.close()
 
         for round_index in range(max_extension_rounds + 1):
             done = ledger.finished_ids(include_errors=not retry_errors)
@@ -604,10 +606,7 @@ def run_sweep(
                 log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
             elif todo:
                 log(f"grid extension round {round_index}: {len(todo)} more runs")
-            bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo,
-                       desc="sweep" if round_index == 0 else f"extension {round_index}")
-            execute(todo, bar)
-            bar.close()
+            execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
             if not extend:
                 break
             new_specs = _extension_specs(ledger, resolved, entries, grid_seeds, suite, step,
@@ -626,9 +625,7 @@ def run_sweep(
             summary.skipped += len(more) - len(todo)
             log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
                 f"{len(more)} runs, {len(todo)} to run")
-            bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo, desc="more seeds")
-            execute(todo, bar)
-            bar.close()
+            execute(todo, "more seeds")
     finally:
         ledger.close()
     if report:
