@@ -99,25 +99,7 @@ def robust_width(
     """
     if len(exponents) != len(scores):
         raise ValueError("exponents and scores must have the same length")
-    if not exponents:
-        return 0.0
-    order = np.argsort(np.asarray(exponents, dtype=float))
-    ks = np.asarray(exponents, dtype=float)[order]
-    ss = np.asarray(scores, dtype=float)[order]
-    if spacing is None:
-        spacing = grid_spacing(ks)
-    best = current = 0
-    previous_k: float | None = None
-    for k, s in zip(ks, ss):
-        good = bool(s >= threshold)  # NaN compares False: an undefined score is not good
-        contiguous = previous_k is not None and (k - previous_k) <= spacing * 1.0001
-        if good:
-            current = current + 1 if (current and contiguous) else 1
-            best = max(best, current)
-        else:
-            current = 0
-        previous_k = k
-    return best * spacing
+    return float(robust_widths(exponents, [list(scores)], threshold, spacing)[0])
 
 
 def grid_spacing(exponents: Sequence[float]) -> float:
