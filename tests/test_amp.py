@@ -1,5 +1,7 @@
-"""Mixed precision on CPU: ``torch.autocast("cpu", dtype=torch.bfloat16)`` with ``torch.amp.GradScaler("cpu")``,
-and bf16 parameters.
+"""Mixed precision: ``torch.autocast`` with ``torch.amp.GradScaler``, and bf16 parameters.
+
+On the CPU the autocast type is bfloat16; with ``pytest --device cuda`` it is float16, where the
+GradScaler matters most.
 
 The loss-aware optimizers get the *unscaled* loss through ``scaler.step(optimizer, loss=loss.detach())``;
 when the scaler finds an Inf/NaN gradient it skips ``optimizer.step`` entirely, which must leave parameters
@@ -16,6 +18,8 @@ import torch
 from torch import nn
 
 from tunefree import available_optimizers, get_optimizer_info
+
+from .optim import helpers
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +46,23 @@ def _optimizer_params(*, closure_ok: bool = True) -> list:
     return params
 
 
+def autocast() -> torch.autocast:
+    """bfloat16 autocast on the CPU (its fast low-precision type), float16 on a GPU."""
+    device = helpers.DEVICE.type
+    return torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16)
+
+
+def make_scaler() -> torch.amp.GradScaler:
+    return torch.amp.GradScaler(helpers.DEVICE.type)
+
+
 def make_cnn(seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
         nn.Flatten(), nn.Linear(32, 4),
-    ).to(dtype)
+    ).to(dtype=dtype, device=helpers.DEVICE)
 
 
 def make_images(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +73,7 @@ def make_images(n: int = 64, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]
     for i, label in enumerate(labels.tolist()):
         r, c = divmod(label, 2)
         images[i, 0, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 1.0
-    return images, labels
+    return images.to(helpers.DEVICE), labels.to(helpers.DEVICE)
 
 
 def batch(step: int, images: torch.Tensor, labels: torch.Tensor, size: int = 16):
@@ -90,7 +104,7 @@ def assert_same_state(before: dict, after: dict) -> None:
 
 def amp_step(model, optimizer, scaler, images, labels, poison_grad: bool = False) -> torch.Tensor:
     optimizer.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with autocast():
         loss = nn.functional.cross_entropy(model(images), labels)
     scaler.scale(loss).backward()
     if poison_grad:
@@ -100,8 +114,8 @@ def amp_step(model, optimizer, scaler, images, labels, poison_grad: bool = False
     return loss.detach()
 
 
-def test_gradscaler_exists_on_cpu():
-    scaler = torch.amp.GradScaler("cpu")
+def test_gradscaler_exists_on_the_device():
+    scaler = make_scaler()
     assert scaler.is_enabled()
 
 
@@ -109,7 +123,7 @@ def test_gradscaler_exists_on_cpu():
 def test_autocast_gradscaler_trains_cnn(name):
     model = make_cnn()
     optimizer = get_optimizer_info(name).create(model.parameters(), lr={"momo": 1.0, "momo_adam": 0.1}[name])
-    scaler = torch.amp.GradScaler("cpu")
+    scaler = make_scaler()
     images, labels = make_images()
     with torch.no_grad():
         initial = nn.functional.cross_entropy(model(images), labels).item()
@@ -131,7 +145,7 @@ def test_autocast_gradscaler_trains_cnn(name):
 def test_gradscaler_skipped_step_changes_nothing(name, how):
     model = make_cnn()
     optimizer = get_optimizer_info(name).create(model.parameters())
-    scaler = torch.amp.GradScaler("cpu")
+    scaler = make_scaler()
     images, labels = make_images()
     for step in range(3):
         amp_step(model, optimizer, scaler, *batch(step, images, labels))
@@ -144,7 +158,7 @@ def test_gradscaler_skipped_step_changes_nothing(name, how):
         amp_step(model, optimizer, scaler, xb, yb, poison_grad=True)
     else:
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             loss = nn.functional.cross_entropy(model(xb), yb)
         scaler.scale(loss * float("inf")).backward()  # the scaled loss overflows: Inf/NaN gradients
         scaler.step(optimizer, loss=loss.detach())

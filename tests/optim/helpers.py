@@ -8,22 +8,30 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+#: Where the optimizer tests' models and data live. ``pytest --device cuda`` (tests/conftest.py) sets it, so
+#: that the whole optimizer contract runs on a GPU; the default is the CPU.
+DEVICE = torch.device("cpu")
 
-def make_model(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+
+def make_model(
+    seed: int = 0, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> nn.Module:
     """An MLP with six parameter tensors of different shapes (weights and biases)."""
     generator = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 1))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
-    return model.to(dtype)
+    return model.to(dtype=dtype, device=device or DEVICE)
 
 
-def make_data(n: int = 64, seed: int = 1, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def make_data(
+    n: int = 64, seed: int = 1, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 6, generator=generator, dtype=dtype)
     y = torch.sin(x.sum(dim=1, keepdim=True)) + 0.1 * torch.randn(n, 1, generator=generator, dtype=dtype)
-    return x, y
+    return x.to(device or DEVICE), y.to(device or DEVICE)
 
 
 def batches(step: int, x: torch.Tensor, y: torch.Tensor, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +56,8 @@ def make_closure(
 
 def train(model: nn.Module, optimizer: Any, steps: int, start: int = 0, data=None) -> list[float]:
     """Run ``steps`` closure steps; return the losses."""
-    x, y = data if data is not None else make_data(dtype=next(model.parameters()).dtype)
+    first = next(model.parameters())
+    x, y = data if data is not None else make_data(dtype=first.dtype, device=first.device)
     losses = []
     for step in range(start, start + steps):
         losses.append(float(optimizer.step(make_closure(model, optimizer, batches(step, x, y)))))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tunefree
+import tunefree.optim._core as core
 from tunefree import NonFiniteError
 
 from .cases import CASES, Case
@@ -58,8 +59,18 @@ PARITY = [pytest.param(case, options, id=f"{case.name}[{option_id(options)}]")
           for case in CASES if case.reference is not None for options in case.options]
 
 
+@pytest.fixture(params=["cpu-blocks", "accelerator"])
+def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both code paths of the kernels, on this device: the eager CPU one (cache-sized blocks, per-tensor
+    ops) and the one a GPU or torch.compile takes (whole lists, flattened dot products)."""
+    if request.param == "accelerator":
+        monkeypatch.setattr(core, "per_tensor_kernels", lambda device: False)
+        monkeypatch.setattr(core, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model
+    return request.param
+
+
 @pytest.mark.parametrize("case,options", PARITY)
-def test_fast_path_matches_reference(case: Case, options: dict) -> None:
+def test_fast_path_matches_reference(case: Case, options: dict, kernel_path: str) -> None:
     model, ref_model = make_model(), make_model()
     optimizer = case.cls(model.parameters(), **options)
     reference = case.reference([{"params": list(ref_model.parameters())}], **options)
@@ -72,7 +83,7 @@ def test_fast_path_matches_reference(case: Case, options: dict) -> None:
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.reference is not None], ids=str)
-def test_param_groups_match_reference(case: Case) -> None:
+def test_param_groups_match_reference(case: Case, kernel_path: str) -> None:
     """Two groups with different lr (and a frozen tensor without grad) follow the reference."""
     model, ref_model = make_model(), make_model()
     lr = case.train_kwargs.get("lr", 1e-3)

@@ -29,7 +29,7 @@ def one_thread():
 def test_missing_closure_is_a_clear_error() -> None:
     model = make_model()
     optimizer = GALA(model.parameters())
-    loss = ((model(torch.ones(2, 6, dtype=torch.float64))) ** 2).mean()
+    loss = ((model(make_data(n=2)[0])) ** 2).mean()
     loss.backward()
     for call in (lambda: optimizer.step(), lambda: optimizer.step(loss=loss)):
         with pytest.raises(ValueError, match="closure") as info:

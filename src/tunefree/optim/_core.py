@@ -40,8 +40,12 @@ __all__ = [
     "check_range",
     "coupled_weight_decay",
     "decoupled_weight_decay_",
+    "divide_into_",
     "dot",
     "local_tensor",
+    "per_tensor_kernels",
+    "sub_scaled_",
+    "sum_of_dots",
     "new_step_counter",
 ]
 
@@ -108,6 +112,71 @@ def dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
+#: Elements per concatenated chunk of :func:`sum_of_dots` off the CPU block path (64 MiB per fp32 list).
+FLAT_CHUNK_NUMEL = 1 << 24
+
+
+def per_tensor_kernels(device: torch.device) -> bool:
+    """Whether ops may run tensor by tensor on ``device``: true on the eager CPU path, whose blocks are
+    cache-sized, and false on a GPU or under ``torch.compile``, where one launch per tensor costs more
+    than the arithmetic (a ResNet-18 has 62 tensors; each launch is several microseconds)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def sum_of_dots(a: Sequence[Tensor], b: Optional[Sequence[Tensor]], dtype: torch.dtype) -> Tensor:
+    """``sum_i <a_i, b_i>`` over the local parts, accumulated in ``dtype`` (0-dim); ``b=None``: ``sum_i ||a_i||^2``.
+
+    On the CPU block path one dot per tensor. Elsewhere the tensors are flattened into chunks of about
+    :data:`FLAT_CHUNK_NUMEL` elements and each chunk is one dot: a copy of the chunk costs far less on a
+    GPU than a kernel launch per tensor. A squared norm concatenates once.
+    """
+    if not a:
+        raise ValueError("sum_of_dots: empty tensor lists")
+    a, b_list = [local_tensor(t) for t in a], (None if b is None else [local_tensor(t) for t in b])
+    if per_tensor_kernels(a[0].device):
+        pairs = zip(a, b_list if b_list is not None else a)
+        return torch.stack([dot(x, y, dtype) for x, y in pairs]).sum()
+
+    def flat(tensors: list[Tensor]) -> Tensor:
+        joined = tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
+        return joined if joined.dtype == dtype else joined.to(dtype)
+
+    partials: list[Tensor] = []
+    start, filled = 0, 0
+    for i, tensor in enumerate(a):
+        filled += tensor.numel()
+        if filled >= FLAT_CHUNK_NUMEL or i == len(a) - 1:
+            left = flat(a[start:i + 1])
+            right = left if b_list is None else flat(b_list[start:i + 1])
+            partials.append(torch.dot(left, right))
+            start, filled = i + 1, 0
+    return partials[0] if len(partials) == 1 else torch.stack(partials).sum()
+
+
+def divide_into_(numerators: Sequence[Tensor], denominators: Sequence[Tensor]) -> None:
+    """``denominators[i] <- numerators[i] / denominators[i]`` in place (IEEE division, no reciprocal).
+
+    torch has no in-place foreach op for this direction: on the CPU block path one ``div(out=)`` per
+    tensor, elsewhere one foreach division into temporaries and one foreach copy back."""
+    if per_tensor_kernels(denominators[0].device):
+        for numerator, denominator in zip(numerators, denominators):
+            torch.div(numerator, denominator, out=denominator)
+    else:
+        torch._foreach_copy_(denominators, torch._foreach_div(numerators, denominators))
+
+
+def sub_scaled_(params: Sequence[Tensor], direction: Sequence[Tensor], scale: Tensor) -> None:
+    """``params[i] -= scale * direction[i]`` for a 0-dim tensor ``scale`` on the parameters' device.
+
+    A list of 0-dim tensors takes torch's per-tensor slow path on a GPU, so off the CPU block path the
+    product goes through the single-tensor foreach overload; both round ``scale * d`` once, then subtract.
+    """
+    if per_tensor_kernels(params[0].device):
+        torch._foreach_addcmul_(params, direction, [scale] * len(direction), value=-1)
+    else:
+        torch._foreach_sub_(params, torch._foreach_mul(direction, scale))
+
+
 @dataclass
 class Bucket:
     """The tensors of one param group that share a device and dtype, with their state aligned.
@@ -116,6 +185,8 @@ class Bucket:
     """
 
     group: dict[str, Any]
+    #: position of ``group`` in ``param_groups`` (set by :meth:`TunefreeOptimizer.all_buckets`)
+    group_index: int = 0
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     state: dict[str, list[Tensor]] = field(default_factory=dict)
@@ -302,11 +373,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 returned = closure()
             if returned is None and self.needs_loss:
                 raise ValueError(f"{type(self).__name__}.step: the closure returned None; it must return the loss")
-        if returned is not None:
-            loss_tensor: Optional[Tensor] = self._as_loss_tensor(returned)
+        # The attribute is written only when it holds a loss: torch.compile (2.11) cannot trace a setattr
+        # on the optimizer, and a compiled step passes loss= with nothing observed.
+        loss_tensor: Optional[Tensor] = self._as_loss_tensor(returned) if returned is not None else self._observed_loss
+        if self._observed_loss is not None:
             self._observed_loss = None
-        else:
-            loss_tensor, self._observed_loss = self._observed_loss, None
         if loss_tensor is None and self.needs_loss:
             raise self._missing_loss_error()
 
@@ -383,7 +454,13 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         return list(by_key.values())
 
     def all_buckets(self) -> list[Bucket]:
-        return [bucket for group in self.param_groups for bucket in self.buckets(group)]
+        """The buckets of every param group, in group order."""
+        buckets = []
+        for index, group in enumerate(self.param_groups):
+            for bucket in self.buckets(group):
+                bucket.group_index = index
+                buckets.append(bucket)
+        return buckets
 
     # ------------------------------------------------------------------ blocked execution
     def blocks(
@@ -435,6 +512,12 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         dtypes = {p.dtype for g in self.param_groups for p in g["params"]}
         dtype = torch.float64 if torch.float64 in dtypes else torch.float32
         return first.device, dtype
+
+    def publish_stats(self, **values: Tensor) -> None:
+        """Replace :attr:`stats` with ``values`` (0-dim tensors). The dict object itself is kept: a
+        compiled step may mutate it, while torch.compile (2.11) cannot trace a new attribute value."""
+        self.stats.clear()
+        self.stats.update(values)
 
     def global_scalar(self, key: str, initial: float) -> Tensor:
         """The global scalar ``key`` of the state, created as ``initial`` on first use."""
@@ -519,6 +602,12 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         except ValueError:
             self.state, self.param_groups = previous
             raise
+        # torch leaves "step" entries on the device they were saved from (its own counters live on the
+        # CPU); tunefree's counters live beside their parameter, so a checkpoint can change devices.
+        for param, state in self.state.items():
+            step = state.get("step")
+            if isinstance(step, Tensor) and isinstance(param, Tensor) and step.device != param.device:
+                state["step"] = step.to(param.device)
         device, dtype = self.scalar_device_dtype()
         self.global_state = {
             key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
@@ -629,6 +718,4 @@ def cache_blocks(lists: Sequence[Sequence[Tensor]], max_numel: Optional[int]) ->
 def block_numel(device: torch.device) -> Optional[int]:
     """Block size for :func:`cache_blocks` on ``device``: :data:`CPU_BLOCK_NUMEL` for eager CPU steps,
     None (no blocking: one multi-tensor launch per op is best there) on accelerators and when compiling."""
-    if device.type != "cpu" or torch.compiler.is_compiling():
-        return None
-    return CPU_BLOCK_NUMEL
+    return CPU_BLOCK_NUMEL if per_tensor_kernels(device) else None

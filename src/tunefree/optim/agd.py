@@ -33,6 +33,7 @@ from tunefree.optim._core import (
     check_range,
     coupled_weight_decay,
     decoupled_weight_decay_,
+    divide_into_,
     new_step_counter,
 )
 
@@ -129,7 +130,7 @@ class AGD(TunefreeOptimizer):
             for bucket in self.buckets(group):
                 sgd_like = sgd_like + self._bucket_step(bucket).to(device=device, dtype=dtype)
                 total += sum(p.numel() for p in bucket.params)
-        self.stats = {"frac_sgd_like": sgd_like / max(total, 1)}
+        self.publish_stats(frac_sgd_like=sgd_like / max(total, 1))
 
     def _bucket_step(self, bucket: Bucket) -> Tensor:
         """One step of the bucket's tensors; returns the number of SGD-like coordinates (0-dim)."""
@@ -196,8 +197,7 @@ class AGD(TunefreeOptimizer):
                 torch._foreach_addcdiv_(params, exp_avg, denominator, value=-lr)
             else:
                 ratio = denominator
-                for m, d in zip(exp_avg, ratio):
-                    torch.div(m, d, out=d)
+                divide_into_(exp_avg, ratio)
                 torch._foreach_clamp_min_(ratio, -clip)
                 torch._foreach_clamp_max_(ratio, clip)
                 torch._foreach_mul_(ratio, den_scale)

@@ -436,15 +436,15 @@ class GALA(TunefreeOptimizer):
             lr = eta.to(bucket.params[0].dtype) * (bucket.group["lr"] / eta0)
             self._base_step(bucket, step, lr)
 
-        self.stats = {
-            "lr": eta.clone(),
-            "alignment": alignment.clone(),
-            "curvature": curvature.clone(),
-            "A": big_a.clone(),
-            "B": big_b.clone(),
-            "step": step.clone(),
-            "dropped_feedback": dropped.clone(),
-        }
+        self.publish_stats(
+            lr=eta.clone(),
+            alignment=alignment.clone(),
+            curvature=curvature.clone(),
+            A=big_a.clone(),
+            B=big_b.clone(),
+            step=step.clone(),
+            dropped_feedback=dropped.clone(),
+        )
 
     def _base_step(self, bucket: Bucket, step: Tensor, lr: Tensor) -> None:
         group = bucket.group

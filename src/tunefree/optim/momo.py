@@ -44,7 +44,9 @@ from tunefree.optim._core import (
     TunefreeOptimizer,
     check_betas,
     check_range,
-    dot,
+    divide_into_,
+    sub_scaled_,
+    sum_of_dots,
 )
 
 __all__ = ["MoMo", "MoMoAdam"]
@@ -160,28 +162,26 @@ class _MoMoFamily(TunefreeOptimizer):
                 )
             taus.append(tau)
 
-        tau_by_group = {id(group): tau for group, tau in zip(self.param_groups, taus)}
         for bucket in buckets:
-            group = bucket.group
-            tau = tau_by_group[id(group)].to(bucket.params[0].dtype)
+            tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
-        self.stats = {
-            "tau": taus[0].clone(),
-            "lower_bound": lower_bound.clone(),
-            "loss_avg": loss_avg.clone(),
-            "step": step.clone(),
-        }
+        self.publish_stats(
+            tau=taus[0].clone(),
+            lower_bound=lower_bound.clone(),
+            loss_avg=loss_avg.clone(),
+            step=step.clone(),
+        )
 
     def block_dots(
-        self, grads: list[Tensor], params: list[Tensor], moment: list[Tensor], metric_direction: list[Tensor]
+        self, grads: list[Tensor], params: list[Tensor], moment: list[Tensor],
+        metric_direction: Optional[list[Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(<g,x>, <m,x>, <m,u>) over one block, accumulated in the scalar dtype."""
+        """(<g,x>, <m,x>, <m,u>) over one block, accumulated in the scalar dtype; ``metric_direction=None``
+        is the Euclidean metric (u = m)."""
         _, dtype = self.scalar_device_dtype()
-        grad_dot_x = [dot(g, x, dtype) for g, x in zip(grads, params)]
-        dir_dot_x = [dot(m, x, dtype) for m, x in zip(moment, params)]
-        dir_norm_sq = [dot(m, u, dtype) for m, u in zip(moment, metric_direction)]
-        return torch.stack(grad_dot_x).sum(), torch.stack(dir_dot_x).sum(), torch.stack(dir_norm_sq).sum()
+        return (sum_of_dots(grads, params, dtype), sum_of_dots(moment, params, dtype),
+                sum_of_dots(moment, metric_direction, dtype))
 
 
 class MoMo(_MoMoFamily):
@@ -247,12 +247,12 @@ class MoMo(_MoMoFamily):
         dots = []
         for (params, grads, momentum), _ in self.blocks([bucket.params, bucket.grads, bucket.state["momentum"]]):
             torch._foreach_lerp_(momentum, grads, 1.0 - bucket.group["beta"])
-            dots.append(self.block_dots(grads, params, momentum, momentum))
+            dots.append(self.block_dots(grads, params, momentum, None))
         return self.sum_dots(dots)
 
     def apply_update(self, bucket: Bucket, step: Tensor, tau: Tensor) -> None:
         for (params, momentum), _ in self.blocks([bucket.params, bucket.state["momentum"]]):
-            torch._foreach_addcmul_(params, momentum, [tau] * len(momentum), value=-1)
+            sub_scaled_(params, momentum, tau)
             self.proximal_decay_(bucket, params)
 
 
@@ -323,8 +323,7 @@ class MoMoAdam(_MoMoFamily):
         torch._foreach_sqrt_(out)
         torch._foreach_div_(out, bias_correction2_sqrt)
         torch._foreach_add_(out, bucket.group["eps"])
-        for moment, denominator in zip(exp_avg, out):
-            torch.div(moment, denominator, out=denominator)
+        divide_into_(exp_avg, out)
 
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         beta1, beta2 = bucket.group["betas"]
@@ -348,6 +347,6 @@ class MoMoAdam(_MoMoFamily):
             self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
             if decoupled:
                 torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
-            torch._foreach_addcmul_(params, direction, [tau] * len(direction), value=-1)
+            sub_scaled_(params, direction, tau)
             if not decoupled:
                 self.proximal_decay_(bucket, params)

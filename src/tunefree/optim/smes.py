@@ -262,7 +262,7 @@ class SMES(TunefreeOptimizer):
             for bucket in self.buckets(group):
                 self._bucket_step(bucket, alpha)
         device, dtype = self.scalar_device_dtype()
-        self.stats = {"alpha": torch.full((), alphas[0], device=device, dtype=dtype)}
+        self.publish_stats(alpha=torch.full((), alphas[0], device=device, dtype=dtype))
 
     def _bucket_step(self, bucket: Bucket, alpha: float) -> None:
         group = bucket.group
