@@ -8,7 +8,12 @@ of a shared machine hits all of them alike; the reported time is the median over
 Effective bandwidth = bytes the ideal (fused, single-pass) algorithm must move per step / median time,
 compared to this machine's copy bandwidth (``dst.copy_(src)`` on a large tensor, read + write counted).
 
+On a GPU (``--device cuda``) each timed sample is a run of ``--steps`` consecutive steps between two device
+synchronisations, divided by the number of steps: kernel launches overlap execution as they do in a
+training loop, and the host never waits inside the run.
+
     python benchmarks/step_time.py --out results/step_time          # writes .json and .md
+    python benchmarks/step_time.py --device cuda --repeats 10 --steps 20 --out results/step_time_cuda
 """
 
 from __future__ import annotations
@@ -110,30 +115,37 @@ def optimizer_factories(nonfinite: str) -> dict[str, tuple[str, Callable, bool]]
     return table
 
 
-def copy_bandwidth(numel: int = 1 << 26, repeats: int = 15) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, numel: int = 1 << 26, repeats: int = 15) -> float:
     """Bytes per second of ``dst.copy_(src)`` (read + write) on a tensor far larger than the caches."""
-    src, dst = torch.randn(numel), torch.empty(numel)
+    src, dst = torch.randn(numel, device=device), torch.empty(numel, device=device)
     dst.copy_(src)
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         dst.copy_(src)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * 4 * numel / statistics.median(times)
 
 
 def bench_set(
-    shapes: Shapes, factories: dict, repeats: int, steps: int, warmup: int, seed: int = 0
+    shapes: Shapes, factories: dict, repeats: int, steps: int, warmup: int, device: torch.device, seed: int = 0
 ) -> dict[str, float]:
     generator = torch.Generator().manual_seed(seed)
-    grads = [torch.randn(s, generator=generator) * 1e-2 for s in shapes]
+    grads = [(torch.randn(s, generator=generator) * 1e-2).to(device) for s in shapes]
     runs = {}
     for name, (_, factory, needs_loss) in factories.items():
-        params = [torch.nn.Parameter(torch.randn(s, generator=generator) * 0.05) for s in shapes]
+        params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.05).to(device)) for s in shapes]
         for p, g in zip(params, grads):
             p.grad = g.clone()
         optimizer = factory(params)
-        loss = torch.tensor(1.0)
+        loss = torch.tensor(1.0, device=device)
 
         def step(optimizer=optimizer, needs_loss=needs_loss) -> None:
             optimizer.step(loss=loss) if needs_loss else optimizer.step()
@@ -143,10 +155,18 @@ def bench_set(
         runs[name] = (step, [])
     for _ in range(repeats):
         for name, (step, times) in runs.items():
-            for _ in range(steps):
+            if device.type == "cpu":
+                for _ in range(steps):
+                    start = time.perf_counter()
+                    step()
+                    times.append(time.perf_counter() - start)
+            else:
+                synchronize(device)
                 start = time.perf_counter()
-                step()
-                times.append(time.perf_counter() - start)
+                for _ in range(steps):
+                    step()
+                synchronize(device)
+                times.append((time.perf_counter() - start) / steps)
     return {name: statistics.median(times) for name, (_, times) in runs.items()}
 
 
@@ -154,6 +174,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True,
                         help="output path without suffix (.json and .md are written)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="round-robin passes over the optimizers")
     parser.add_argument("--steps", type=int, default=7, help="timed steps per optimizer per pass")
@@ -163,21 +184,25 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--nonfinite", default="off", choices=["off", "raise"],
                         help="tunefree NaN/Inf check (off: kernels only, as torch does; raise: +1 grad pass, 1 sync)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
     torch.set_num_threads(args.threads)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
 
     factories = optimizer_factories(args.nonfinite)
     if args.only:
         keep = {"torch Adam foreach", "torch SGD-M foreach"}
         factories = {k: v for k, v in factories.items() if k in keep or any(s in k for s in args.only)}
-    bandwidth = copy_bandwidth()
-    results: dict = {"threads": args.threads, "copy_bandwidth_GBps": bandwidth / 1e9, "torch": torch.__version__,
-                     "nonfinite": args.nonfinite, "sets": {}}
-    lines = [f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, {args.threads} threads, torch {torch.__version__}, "
+    bandwidth = copy_bandwidth(device)
+    results: dict = {"device": where, "threads": args.threads, "copy_bandwidth_GBps": bandwidth / 1e9,
+                     "torch": torch.__version__, "nonfinite": args.nonfinite, "sets": {}}
+    lines = [f"{where}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, torch {torch.__version__}, "
              f"tunefree nonfinite={args.nonfinite}", ""]
     for set_name in args.sets:
         shapes = resnet18_shapes() if set_name == "resnet18" else transformer_shapes()
         numel = sum(math.prod(s) for s in shapes)
-        medians = bench_set(shapes, factories, args.repeats, args.steps, args.warmup)
+        medians = bench_set(shapes, factories, args.repeats, args.steps, args.warmup, device)
         adam, sgd = medians["torch Adam foreach"], medians["torch SGD-M foreach"]
         rows = {}
         lines += [f"### {set_name}: {numel / 1e6:.1f}M params, {len(shapes)} tensors", "",
