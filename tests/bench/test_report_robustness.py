@@ -74,6 +74,14 @@ def test_each_task_states_its_grid_and_w95_uses_its_spacing(mixed: Path) -> None
     assert "1-3 seeds per point" in (mixed / "report.html").read_text()
 
 
+def test_w95_per_seed_leaves_out_seeds_measured_only_near_the_best(mixed: Path) -> None:
+    for o in _task(summarise(mixed), "near").optimizers:
+        full = [seed for seed in (0, 1, 2) if all(seed in point for point in o.run_scores)]
+        assert full == [0]  # seeds 1 and 2 ran only within half a decade of the best point
+        seed0 = M.robust_width(o.exps, [point[0] for point in o.run_scores], 0.95, o.grid_spacing)
+        assert o.w95_seed_mean == pytest.approx(seed0) and o.w95_seed_std == 0.0
+
+
 def test_a_missing_half_decade_point_breaks_contiguity(mixed: Path, tmp_path: Path) -> None:
     folder = _copy(mixed, tmp_path / "hole")
     # make every adam run on "half" as good as the best run of the task: s = 1 on its whole grid ...

@@ -195,14 +195,18 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         mean_test.append(_seed_mean_finite([r["final_test"] if r["status"] == "ok" else None for r in group]))
         seen = {r["seed"]: _row_score(r, m_init, m_star) for r in group}
         for s in seeds:
-            per_seed[s].append(seen.get(s, -math.inf))  # a missing seed counts as a failure
+            per_seed[s].append(seen.get(s, math.nan))
 
     arr = np.asarray(mean_scores, dtype=float)
     valid = ~np.isnan(arr)
     has_best = valid.any() and np.isfinite(arr[valid]).any()
     best_idx = int(np.nanargmax(np.where(valid, arr, -np.inf))) if has_best else None
     default_idx = exps.index(0.0) if 0.0 in exps else None
-    seed_widths = [M.robust_width(exps, per_seed[s], TARGET, spacing) for s in seeds]
+    # Per-seed W95 only for seeds measured on the whole grid: a seed added near the best point only
+    # (--seeds-near-best) has no width of its own, and counting its unmeasured points as failures would
+    # bias the spread low.
+    full_seeds = [s for s in seeds if not any(math.isnan(v) for v in per_seed[s])]
+    seed_widths = [M.robust_width(exps, per_seed[s], TARGET, spacing) for s in full_seeds] or [math.nan]
     k_good = int(np.sum(arr >= TARGET))
 
     def steps_to_target(index: int | None) -> float:
@@ -720,6 +724,8 @@ _METRICS_TEXT = (
     "mean (-inf if any seed diverged). default s: at the documented default lr; tuned s: best grid point "
     "(selected on validation; 'test @best' is the test metric of that choice). W95/W99: width in decades of "
     "the longest contiguous stretch of the grid with s >= 0.95/0.99 (each point counts the grid spacing). "
+    "W95 per seed: mean ± std over the seeds measured at every grid point of the optimizer (seeds added "
+    "only near the best point are left out). "
     "E[trials]: expected random-search trials without replacement to reach s >= 0.95, (n+1)/(k+1) with k of "
     "the n grid points good. P(hit): probability that b random grid trials without replacement include a "
     "point with s >= 0.95, 1 - C(n-k, b)/C(n, b), exact whatever the other points did. E[best]: expected "
