@@ -6,14 +6,22 @@ The rest of the optimizer contract runs on a GPU with ``pytest tests/optim tests
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import pytest
 import torch
 
 from .optim.cases import CASES, Case
-from .optim.helpers import batches, clone_model, make_closure, make_data, make_model, max_param_diff, train
+from .optim.helpers import (
+    batches,
+    checkpoint_and_resume,
+    clone_model,
+    make_closure,
+    make_data,
+    make_model,
+    max_param_diff,
+    train,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -42,19 +50,7 @@ def test_checkpoint_changes_devices(case: Case, source: torch.device, target: to
     """A checkpoint loaded as saved (no map_location) into a model on the other device: every state tensor
     lands beside its parameter (torch itself leaves "step" entries where they were saved) and training
     continues as it would have on the source device."""
-    model = make_model(device=source)
-    optimizer = case.cls(model.parameters(), **case.train_kwargs)
-    train(model, optimizer, 10)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-    train(model, optimizer, 10, start=10)
-
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    moved = make_model(seed=123, device=target)
-    moved.load_state_dict(saved["model"])
-    resumed = case.cls(moved.parameters(), **case.train_kwargs)
-    resumed.load_state_dict(saved["optimizer"])
+    model, moved, resumed = checkpoint_and_resume(case.cls, case.train_kwargs, source=source, target=target)
     for param in moved.parameters():
         for key, value in resumed.state[param].items():
             if isinstance(value, torch.Tensor):

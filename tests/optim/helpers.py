@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 from typing import Any, Callable
 
 import torch
@@ -70,3 +71,27 @@ def clone_model(model: nn.Module) -> nn.Module:
 
 def max_param_diff(a: nn.Module, b: nn.Module) -> float:
     return max(float((p - q).detach().abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def checkpoint_and_resume(
+    cls: type, kwargs: dict[str, Any], steps: int = 10, source: Any = None, target: Any = None
+) -> tuple[nn.Module, nn.Module, Any]:
+    """Train ``steps`` steps on ``source``, save model and optimizer through ``torch.save``, train ``steps``
+    more; then build a model (other init) and optimizer on ``target`` from the checkpoint, loaded as saved.
+
+    Returns (the model trained on, the resumed model, its optimizer); the caller continues the resumed one.
+    """
+    model = make_model(device=source)
+    optimizer = cls(model.parameters(), **kwargs)
+    train(model, optimizer, steps)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    train(model, optimizer, steps, start=steps)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed_model = make_model(seed=123, device=target)  # different init: everything comes from the checkpoint
+    resumed_model.load_state_dict(saved["model"])
+    resumed = cls(resumed_model.parameters(), **kwargs)
+    resumed.load_state_dict(saved["optimizer"])
+    return model, resumed_model, resumed

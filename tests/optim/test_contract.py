@@ -18,7 +18,16 @@ from tunefree import NonFiniteError
 
 from . import helpers
 from .cases import CASES, Case
-from .helpers import batches, clone_model, make_closure, make_data, make_model, max_param_diff, train
+from .helpers import (
+    batches,
+    checkpoint_and_resume,
+    clone_model,
+    make_closure,
+    make_data,
+    make_model,
+    max_param_diff,
+    train,
+)
 
 STEPS = 30
 
@@ -122,19 +131,7 @@ def test_trains_and_reports_stats(case: Case) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_exact_resume_through_torch_save(case: Case) -> None:
-    model = make_model()
-    optimizer = case.cls(model.parameters(), **case.train_kwargs)
-    train(model, optimizer, 10)
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-    train(model, optimizer, 10, start=10)
-
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
-    resumed_model = make_model(seed=123)  # different init: everything must come from the checkpoint
-    resumed_model.load_state_dict(saved["model"])
-    resumed = case.cls(resumed_model.parameters(), **case.train_kwargs)
-    resumed.load_state_dict(saved["optimizer"])
+    model, resumed_model, resumed = checkpoint_and_resume(case.cls, case.train_kwargs)
     train(resumed_model, resumed, 10, start=10)
     for p, q in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(p, q)
