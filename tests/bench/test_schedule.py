@@ -24,7 +24,7 @@ from tunefree.bench import runner as R
 from tunefree.bench.sweep import RunSpec, build_specs, make_schedule, parse_schedule, resolve_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
-OLD_LEDGER = REPO / "docs" / "results" / "standard-partial" / "ledger.sqlite"
+OLD_LEDGER = REPO / "docs" / "results" / "standard" / "ledger.sqlite"
 
 
 def _quiet(_: str) -> None:
