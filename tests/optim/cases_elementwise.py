@@ -15,11 +15,15 @@ CASES: list[Case] = [
         options=(
             grid(lr=[1e-2], alpha=[0.0, 0.125, 0.25, 0.3, 0.5, ("linear", 0.5, 0.0, 20), ("cosine", 0.0, 0.5, 25)],
                  weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True])
-            + grid(lr=[1e-2], alpha=[0.7, -0.2], allow_any_alpha=[True])
+            # the paper's formula (the default before lr_scaling existed)
+            + grid(lr=[1e-2], alpha=[0.0, 0.25, 0.5, ("linear", 0.5, 0.0, 20)], lr_scaling=["legacy"],
+                   weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True])
+            + grid(lr=[1e-2], alpha=[0.7, -0.2], allow_any_alpha=[True], lr_scaling=["rms", "legacy"])
             + grid(lr=[1e-2], alpha=[0.0, 0.125, 0.25, 0.3, 0.5], padam_compat=[True], weight_decay=[0.0, 0.1])
         ),
         train_kwargs=dict(lr=3e-2),
-        bad_values=dict(lr=-1e-3, alpha=0.7, betas=(0.9, 1.5), eps=-1.0, weight_decay=-1.0),
+        bad_values=dict(lr=-1e-3, alpha=0.7, betas=(0.9, 1.5), eps=-1.0, weight_decay=-1.0,
+                        lr_scaling="adam"),
     ),
     Case(
         name="agd", cls=AGD, reference=AGDReference,

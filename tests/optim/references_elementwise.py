@@ -31,13 +31,15 @@ def _alpha_value(alpha, k: int) -> float:
 
 
 class SMESReference(Reference):
-    """smes.md §3 steps 1-5 (and §9 for padam_compat)."""
+    """smes.md §3 steps 1-5 (and §9 for padam_compat); lr_scaling="rms" (tunefree's default) multiplies
+    ``vhat^alpha`` by ``mean(vhat)^(1/2 - alpha)``, the mean over the tensor's elements after the update."""
 
     def __init__(self, groups, lr=1e-3, alpha=0.25, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, allow_any_alpha=False, padam_compat=False):
+                 decoupled_weight_decay=False, allow_any_alpha=False, padam_compat=False, lr_scaling=None):
         super().__init__(groups, lr=lr, weight_decay=weight_decay)
         self.alpha, self.betas, self.eps = alpha, betas, eps
         self.decoupled, self.padam = decoupled_weight_decay, padam_compat
+        self.rms = (lr_scaling or ("legacy" if padam_compat else "rms")) == "rms"
         self.k = 0  # step() calls: the schedule position
 
     @torch.no_grad()
@@ -71,6 +73,9 @@ class SMESReference(Reference):
                 positive = vhat > 0
                 powered = torch.where(positive, torch.exp(a * torch.log(torch.where(positive, vhat, 1.0))),
                                       torch.zeros_like(vhat))
+            if self.rms:
+                vbar = float(vhat.double().mean())
+                powered = powered * (vbar ** (0.5 - a) if vbar > 0 else 1.0)
             p.sub_(lr * mhat / (powered + self.eps))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -11,7 +12,7 @@ import torch
 import tunefree.optim._core as core
 from tunefree import AGD, RSGDM, SMES, AlphaSchedule
 
-from .helpers import batches, make_closure, make_data, make_model, max_param_diff
+from .helpers import batches, clone_model, make_closure, make_data, make_model, max_param_diff
 
 STEPS = 30
 
@@ -53,8 +54,9 @@ class ManualLoop:
 
 # ---------------------------------------------------------------------------------------------- SMES
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_smes_half_is_adam(weight_decay: float) -> None:
-    run_pair(lambda p: SMES(p, lr=1e-2, alpha=0.5, weight_decay=weight_decay),
+@pytest.mark.parametrize("lr_scaling", ["rms", "legacy"])
+def test_smes_half_is_adam(weight_decay: float, lr_scaling: str) -> None:
+    run_pair(lambda p: SMES(p, lr=1e-2, alpha=0.5, weight_decay=weight_decay, lr_scaling=lr_scaling),
              lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=weight_decay, foreach=False))
 
 
@@ -70,7 +72,79 @@ def test_smes_zero_is_bias_corrected_ema_sgd_momentum() -> None:
         state["m"] = beta * state.get("m", torch.zeros_like(p)) + (1 - beta) * g
         p.sub_(lr / (1 + eps) * state["m"] / (1 - beta**t))
 
-    run_pair(lambda p: SMES(p, lr=lr, alpha=0.0, eps=eps), lambda p: ManualLoop(p, ema_sgd))
+    run_pair(lambda p: SMES(p, lr=lr, alpha=0.0, eps=eps, lr_scaling="legacy"), lambda p: ManualLoop(p, ema_sgd))
+
+
+def test_smes_zero_rms_is_ema_momentum_normalised_per_tensor() -> None:
+    lr, (beta1, beta2), eps = 1e-2, (0.9, 0.999), 1e-8
+
+    def normalised(p, g, state, t):
+        state["m"] = beta1 * state.get("m", torch.zeros_like(p)) + (1 - beta1) * g
+        state["v"] = beta2 * state.get("v", torch.zeros_like(p)) + (1 - beta2) * g * g
+        rms = math.sqrt(float(state["v"].mean()) / (1 - beta2**t))
+        p.sub_(lr * state["m"] / (1 - beta1**t) / (rms + eps))
+
+    run_pair(lambda p: SMES(p, lr=lr, alpha=0.0, eps=eps), lambda p: ManualLoop(p, normalised))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.4])
+def test_smes_rms_step_does_not_depend_on_the_loss_scale(alpha: float) -> None:
+    """lr_scaling="rms" has Adam's units: scaling the loss by c leaves the trajectory unchanged (up to eps,
+    set to 0 here), while the paper's formula ("legacy") moves by c^(1 - 2 alpha)."""
+    def scaled_run(scale: float, lr_scaling: str) -> list[torch.Tensor]:
+        model = make_model(dtype=torch.float64)
+        optimizer = SMES(model.parameters(), lr=1e-2, alpha=alpha, eps=0.0, lr_scaling=lr_scaling)
+        x, y = make_data(dtype=torch.float64)
+        for step in range(20):
+            inputs, targets = batches(step, x, y)
+
+            def closure(inputs=inputs, targets=targets):
+                optimizer.zero_grad()
+                loss = scale * torch.nn.functional.mse_loss(model(inputs), targets)
+                loss.backward()
+                return loss
+
+            optimizer.step(closure)
+        return [p.detach().clone() for p in model.parameters()]
+
+    reference = scaled_run(1.0, "rms")
+    for p, q in zip(reference, scaled_run(1000.0, "rms")):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+    legacy = zip(scaled_run(1.0, "legacy"), scaled_run(4.0, "legacy"))
+    legacy_gap = max(float((p - q).abs().max()) for p, q in legacy)
+    assert legacy_gap > 1e-3
+
+
+def test_smes_state_dict_without_lr_scaling_resumes_with_the_paper_formula() -> None:
+    """A checkpoint of the version before ``lr_scaling`` existed has no such key in its param groups: it
+    resumes with the math it was trained with ("legacy"), whatever the new optimizer was built with."""
+    model = make_model()
+    optimizer = SMES(model.parameters(), lr=1e-2, alpha=0.25, lr_scaling="legacy")
+    x, y = make_data()
+    for step in range(5):
+        optimizer.step(make_closure(model, optimizer, batches(step, x, y)))
+    old_format = copy.deepcopy(optimizer.state_dict())  # state_dict() shares the live state tensors
+    for group in old_format["param_groups"]:
+        del group["lr_scaling"]
+    twin = clone_model(model)
+    for step in range(5, 10):
+        optimizer.step(make_closure(model, optimizer, batches(step, x, y)))
+
+    resumed = SMES(twin.parameters(), lr=1e-2, alpha=0.25)  # built with the new default "rms"
+    resumed.load_state_dict(old_format)
+    for step in range(5, 10):
+        resumed.step(make_closure(twin, resumed, batches(step, x, y)))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+
+
+def test_smes_lr_scaling_choices_are_checked() -> None:
+    params = list(make_model().parameters())
+    with pytest.raises(ValueError, match="lr_scaling"):
+        SMES(params, lr_scaling="adam")
+    with pytest.raises(ValueError, match="lr_scaling"):
+        SMES(params, padam_compat=True, lr_scaling="rms")
+    assert SMES(params, padam_compat=True).param_groups[0]["lr_scaling"] == "legacy"
+    assert SMES(params).param_groups[0]["lr_scaling"] == "rms"
 
 
 @pytest.mark.parametrize("form", ["schedule", "tuple", "dict", "callable"])
