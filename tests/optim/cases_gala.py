@@ -18,15 +18,23 @@ CASES: list[Case] = [
         # alignment="same_batch" (gala.md §4.2 reading A in the closure form; SGD base only)
         + [dict(base="sgd", alignment="same_batch", **o) for o in grid(
             lr=[0.1, 1e-3], momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
-        + [dict(base="sgd", alignment="same_batch", lr=0.1, lr_min=1e-3, lr_max=0.5)],
+        + [dict(base="sgd", alignment="same_batch", lr=0.1, lr_min=1e-3, lr_max=0.5)]
+        # tunefree's options: the alignment at the start of the step, per-step normalised surrogates
+        + [dict(base="sgd", **o) for o in grid(
+            alignment=["start", "direction", "same_batch"], surrogate=["normalised"], lr=[0.1],
+            momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
+        + [dict(base="sgd", alignment="start", surrogate="sum", lr=0.1, momentum=0.9)],
         train_kwargs=dict(lr=0.1),
         bad_values=dict(lr=-0.1, base="rmsprop", momentum=1.0, weight_decay=-0.1, delta=-1.0,
-                        lr_min=-1.0, lr_max=0.0, alignment="gradient"),
+                        lr_min=-1.0, lr_max=0.0, alignment="gradient", surrogate="mean"),
     ),
     Case(
         name="gala_adam", cls=GALA, reference=GALAReference, needs_closure=True, compiles=False,
         options=[dict(base="adam", **o) for o in grid(
-            lr=[1e-3, 1e-1], weight_decay=[0.0, 0.1], delta=[0.0, 1.0], lr_min=[0.0, 1e-3])],
+            lr=[1e-3, 1e-1], weight_decay=[0.0, 0.1], delta=[0.0, 1.0], lr_min=[0.0, 1e-3])]
+        + [dict(base="adam", **o) for o in grid(
+            alignment=["start", "direction"], surrogate=["normalised", "sum"], lr=[1e-3], weight_decay=[0.0, 0.1],
+            delta=[0.0, 1.0])],
         train_kwargs=dict(lr=1e-3, base="adam"),
         bad_values=dict(lr=0.0, betas=(0.9, 1.5), eps=-1.0, weight_decay=-1.0, delta=float("inf")),
     ),

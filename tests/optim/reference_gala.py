@@ -19,13 +19,18 @@ class GALAReference(Reference):
 
     ``alignment="same_batch"`` (SGD base only): gala.md §4.2 reading A in the closure form,
     ``a = sum_k ratio_k <g_t, ghat_t>``; ``L`` and ``b = L ||u_(t-1)||^2`` as in §13 (``u`` = the momentum
-    buffer, which is ``g_(t-1)`` for momentum 0, so that reading A's ``||g_(t-1)||^2`` is recovered)."""
+    buffer, which is ``g_(t-1)`` for momentum 0, so that reading A's ``||g_(t-1)||^2`` is recovered).
+
+    ``alignment="start"``: ``a = <ghat_t, u_(t-1)>``, the gradient at the start ``x_(t-1)`` of the step just
+    taken (on the current batch). ``surrogate="normalised"``: each step adds ``a / ||u_(t-1)||^2`` to ``A``
+    and ``L`` to ``B`` (nothing when ``u_(t-1) = 0``)."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="direction"):
+                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="direction",
+                 surrogate="sum"):
         super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
         self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
-        self.alignment = alignment
+        self.alignment, self.surrogate = alignment, surrogate
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
@@ -67,6 +72,8 @@ class GALAReference(Reference):
                 u = self.u_prev[id(p)]
                 if self.alignment == "same_batch":
                     a += float((group["lr"] / eta0 * g * gh).sum())
+                elif self.alignment == "start":
+                    a += float((gh * u).sum())
                 else:
                     a += float((g * u).sum())
                 dx = p.detach() - self.x_prev[id(p)]
@@ -75,6 +82,8 @@ class GALAReference(Reference):
                 u_sq += float((u * u).sum())
             L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else self.L_last
             b = L * u_sq
+            if self.surrogate == "normalised":
+                a, b = (a / u_sq, L) if u_sq > 0 else (0.0, 0.0)
             if math.isfinite(a) and math.isfinite(b) and math.isfinite(diff_sq):
                 self.A += a
                 self.B += b

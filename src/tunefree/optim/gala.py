@@ -107,9 +107,10 @@ from tunefree.optim._core import (
 __all__ = ["GALA"]
 
 Base = Literal["sgd", "adam"]
-Alignment = Literal["direction", "same_batch"]
+Alignment = Literal["direction", "same_batch", "start"]
+Surrogate = Literal["sum", "normalised"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
-_GLOBAL_KEYS = ("base", "alignment", "delta", "lr_min", "lr_max")
+_GLOBAL_KEYS = ("base", "alignment", "surrogate", "delta", "lr_min", "lr_max")
 
 
 class GALA(TunefreeOptimizer):
@@ -178,6 +179,7 @@ class GALA(TunefreeOptimizer):
         lr_min: float = 0.0,
         lr_max: float = math.inf,
         alignment: Alignment = "direction",
+        surrogate: Surrogate = "sum",
         *,
         model: Optional[nn.Module] = None,
         buffers: Literal["norm", "all"] = "norm",
@@ -188,6 +190,7 @@ class GALA(TunefreeOptimizer):
         defaults = dict(
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
+            surrogate=surrogate,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
@@ -206,8 +209,11 @@ class GALA(TunefreeOptimizer):
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
         alignment = group.setdefault("alignment", "direction")
-        if alignment not in ("direction", "same_batch"):
-            raise ValueError(f"{name}: alignment must be 'direction' or 'same_batch', got {alignment!r}")
+        if alignment not in ("direction", "same_batch", "start"):
+            raise ValueError(f"{name}: alignment must be 'direction', 'same_batch' or 'start', got {alignment!r}")
+        surrogate = group.setdefault("surrogate", "sum")
+        if surrogate not in ("sum", "normalised"):
+            raise ValueError(f"{name}: surrogate must be 'sum' or 'normalised', got {surrogate!r}")
         if alignment == "same_batch" and group["base"] == "adam":
             raise ValueError(
                 f"{name}: alignment='same_batch' needs base='sgd': its alignment <g_t, ghat_t> has the units of "
@@ -371,7 +377,9 @@ class GALA(TunefreeOptimizer):
         first = self.param_groups[0]
         eta0, delta = first["lr"], first["delta"]
         lr_min, lr_max = first["lr_min"], first["lr_max"]
-        same_batch = first.get("alignment", "direction") == "same_batch"  # .get: checkpoints before the option
+        # .get: checkpoints saved before the options existed
+        alignment_kind = first.get("alignment", "direction")
+        normalised = first.get("surrogate", "sum") == "normalised"
         feedback = "eta" in self.global_state  # a Python fact (not a tensor value): no host sync
         step = self.global_scalar("step", 0.0)
         step.add_(1)
@@ -396,11 +404,13 @@ class GALA(TunefreeOptimizer):
                 dx = torch._foreach_sub(bucket.params, bucket.state["prev_param"])
                 for p, g, u, d in zip(bucket.params, bucket.grads, u_prev, dx):
                     gh = ghat[p]
-                    if same_batch:
-                        if gh is not None:  # (no gradient in the extra pass: ghat = 0)
+                    if gh is not None:  # (no gradient in the extra pass: ghat = 0)
+                        if alignment_kind == "same_batch":
                             sums[0] = sums[0] + ratio * dot(g, gh, dtype)
+                        elif alignment_kind == "start":
+                            sums[0] = sums[0] + ratio * dot(gh, u, dtype)
                     diff = g if gh is None else gh.sub_(g)  # sign is irrelevant for the norm
-                    if not same_batch:
+                    if alignment_kind == "direction":
                         sums[0] = sums[0] + ratio * dot(g, u, dtype)
                     sums[1] = sums[1] + dot(diff, diff, dtype)
                     sums[2] = sums[2] + dot(d, d, dtype)
@@ -416,6 +426,14 @@ class GALA(TunefreeOptimizer):
                 moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), last_curvature
             )
             b_t = curvature * u_sq
+            if normalised:
+                # Each step's surrogate divided by ||u_(t-1)||^2: every step weighs the same in A / B instead
+                # of the early steps with large directions dominating the sums for the rest of the run. A
+                # zero direction (nothing moved) contributes nothing.
+                has_direction = u_sq > 0
+                weight = torch.where(has_direction, 1.0 / torch.where(has_direction, u_sq, 1.0), 0.0)
+                align = align * weight
+                b_t = torch.where(has_direction, curvature, 0.0)
             # A non-finite second evaluation (or an overflow) drops this step's feedback entirely.
             # (diff_sq is checked itself: with dx = 0 the curvature ignores it, the rule must not.)
             ok = torch.isfinite(align) & torch.isfinite(b_t) & torch.isfinite(diff_sq)
