@@ -23,10 +23,14 @@ CASES: list[Case] = [
         + [dict(base="sgd", **o) for o in grid(
             alignment=["start", "direction", "same_batch"], surrogate=["normalised"], lr=[0.1],
             momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
-        + [dict(base="sgd", alignment="start", surrogate="sum", lr=0.1, momentum=0.9)],
+        + [dict(base="sgd", alignment="start", surrogate="sum", lr=0.1, momentum=0.9)]
+        + [dict(base="sgd", curvature="rayleigh", **o) for o in grid(
+            alignment=["start", "direction"], surrogate=["normalised", "sum"], lr=[0.1, 1e-3], momentum=[0.9, 0.0],
+            weight_decay=[0.0, 0.1])],
         train_kwargs=dict(lr=0.1),
         bad_values=dict(lr=-0.1, base="rmsprop", momentum=1.0, weight_decay=-0.1, delta=-1.0,
-                        lr_min=-1.0, lr_max=0.0, alignment="gradient", surrogate="mean"),
+                        lr_min=-1.0, lr_max=0.0, alignment="gradient", surrogate="mean",
+                        curvature="hessian"),
     ),
     Case(
         name="gala_adam", cls=GALA, reference=GALAReference, needs_closure=True, compiles=False,
@@ -34,7 +38,7 @@ CASES: list[Case] = [
             lr=[1e-3, 1e-1], weight_decay=[0.0, 0.1], delta=[0.0, 1.0], lr_min=[0.0, 1e-3])]
         + [dict(base="adam", **o) for o in grid(
             alignment=["start", "direction"], surrogate=["normalised", "sum"], lr=[1e-3], weight_decay=[0.0, 0.1],
-            delta=[0.0, 1.0])],
+            delta=[0.0, 1.0], curvature=["norm", "rayleigh"])],
         train_kwargs=dict(lr=1e-3, base="adam"),
         bad_values=dict(lr=0.0, betas=(0.9, 1.5), eps=-1.0, weight_decay=-1.0, delta=float("inf")),
     ),

@@ -23,14 +23,15 @@ class GALAReference(Reference):
 
     ``alignment="start"``: ``a = <ghat_t, u_(t-1)>``, the gradient at the start ``x_(t-1)`` of the step just
     taken (on the current batch). ``surrogate="normalised"``: each step adds ``a / ||u_(t-1)||^2`` to ``A``
-    and ``L`` to ``B`` (nothing when ``u_(t-1) = 0``)."""
+    and ``L`` to ``B`` (nothing when ``u_(t-1) = 0``). ``curvature="rayleigh"``:
+    ``L = max(0, <g_t - ghat_t, dx>) / ||dx||^2`` instead of ``||g_t - ghat_t|| / ||dx||``."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="direction",
-                 surrogate="sum"):
+                 surrogate="sum", curvature="norm"):
         super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
         self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
-        self.alignment, self.surrogate = alignment, surrogate
+        self.alignment, self.surrogate, self.curvature = alignment, surrogate, curvature
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
@@ -65,7 +66,7 @@ class GALAReference(Reference):
                 for p in all_params:
                     p.copy_(x_now[id(p)])
                     p.grad = g_now[id(p)]
-            a = diff_sq = dx_sq = u_sq = 0.0
+            a = diff_sq = dx_sq = u_sq = secant = 0.0
             for group, p in active:
                 g = p.grad
                 gh = ghat[id(p)] if ghat[id(p)] is not None else torch.zeros_like(p)
@@ -79,8 +80,14 @@ class GALAReference(Reference):
                 dx = p.detach() - self.x_prev[id(p)]
                 diff_sq += float(((g - gh) ** 2).sum())
                 dx_sq += float((dx * dx).sum())
+                secant += float(((g - gh) * dx).sum())
                 u_sq += float((u * u).sum())
-            L = math.sqrt(diff_sq) / math.sqrt(dx_sq) if dx_sq > 0 else self.L_last
+            if dx_sq == 0:
+                L = self.L_last
+            elif self.curvature == "rayleigh":
+                L = max(0.0, secant / dx_sq)
+            else:
+                L = math.sqrt(diff_sq) / math.sqrt(dx_sq)
             b = L * u_sq
             if self.surrogate == "normalised":
                 a, b = (a / u_sq, L) if u_sq > 0 else (0.0, 0.0)

@@ -109,8 +109,9 @@ __all__ = ["GALA"]
 Base = Literal["sgd", "adam"]
 Alignment = Literal["direction", "same_batch", "start"]
 Surrogate = Literal["sum", "normalised"]
+Curvature = Literal["norm", "rayleigh"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
-_GLOBAL_KEYS = ("base", "alignment", "surrogate", "delta", "lr_min", "lr_max")
+_GLOBAL_KEYS = ("base", "alignment", "surrogate", "curvature", "delta", "lr_min", "lr_max")
 
 
 class GALA(TunefreeOptimizer):
@@ -180,6 +181,7 @@ class GALA(TunefreeOptimizer):
         lr_max: float = math.inf,
         alignment: Alignment = "direction",
         surrogate: Surrogate = "sum",
+        curvature: Curvature = "norm",
         *,
         model: Optional[nn.Module] = None,
         buffers: Literal["norm", "all"] = "norm",
@@ -190,7 +192,7 @@ class GALA(TunefreeOptimizer):
         defaults = dict(
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
-            surrogate=surrogate,
+            surrogate=surrogate, curvature=curvature,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
@@ -214,6 +216,9 @@ class GALA(TunefreeOptimizer):
         surrogate = group.setdefault("surrogate", "sum")
         if surrogate not in ("sum", "normalised"):
             raise ValueError(f"{name}: surrogate must be 'sum' or 'normalised', got {surrogate!r}")
+        curvature = group.setdefault("curvature", "norm")
+        if curvature not in ("norm", "rayleigh"):
+            raise ValueError(f"{name}: curvature must be 'norm' or 'rayleigh', got {curvature!r}")
         if alignment == "same_batch" and group["base"] == "adam":
             raise ValueError(
                 f"{name}: alignment='same_batch' needs base='sgd': its alignment <g_t, ghat_t> has the units of "
@@ -380,6 +385,7 @@ class GALA(TunefreeOptimizer):
         # .get: checkpoints saved before the options existed
         alignment_kind = first.get("alignment", "direction")
         normalised = first.get("surrogate", "sum") == "normalised"
+        rayleigh = first.get("curvature", "norm") == "rayleigh"
         feedback = "eta" in self.global_state  # a Python fact (not a tensor value): no host sync
         step = self.global_scalar("step", 0.0)
         step.add_(1)
@@ -396,7 +402,7 @@ class GALA(TunefreeOptimizer):
         if feedback:
             ghat, loss2 = self._extra_pass(closure)
             # <g, u> (same_batch: <g, ghat>), ||g - ghat||^2, ||dx||^2, ||u||^2 with u = u_(t-1)
-            sums = [zero, zero, zero, zero]
+            sums = [zero, zero, zero, zero, zero]
             for bucket in buckets:
                 ratio = bucket.group["lr"] / eta0
                 u_prev = self._previous_direction(bucket, step)
@@ -415,16 +421,23 @@ class GALA(TunefreeOptimizer):
                     sums[1] = sums[1] + dot(diff, diff, dtype)
                     sums[2] = sums[2] + dot(d, d, dtype)
                     sums[3] = sums[3] + (ratio * ratio) * dot(u, u, dtype)
+                    if rayleigh:  # <ghat - g, x_t - x_(t-1)> (diff = ghat - g here, or g where ghat is absent)
+                        sums[4] = sums[4] + (dot(diff, d, dtype) if gh is not None else -dot(g, d, dtype))
             totals, mean_loss2 = self.reduce(sums, loss2)
             align, diff_sq, dx_sq, u_sq = totals[0], totals[1], totals[2], totals[3]
             moved = dx_sq > 0
+            safe_dx_sq = torch.where(moved, dx_sq, 1.0)
+            if rayleigh:
+                # the secant curvature along the step, <g_t - ghat_t, dx> / ||dx||^2 (the Rayleigh quotient of
+                # the Hessian for a quadratic), clamped at 0 where the loss is concave along the step
+                measured = (-totals[4] / safe_dx_sq).clamp(min=0.0)
+            else:
+                measured = torch.sqrt(diff_sq) / torch.sqrt(safe_dx_sq)
             # An unmoved step (eta = 0) measures no curvature: reuse the last estimate. With L = 0 there, b = 0
             # while a = <g, u> counts in full, and the first step back from eta = 0 is A / B with a B that
             # never saw this region: measured on the test MLP from lr0 = 1, eta jumped 0 -> 28 -> 8470 and
             # the run diverged.
-            curvature = torch.where(
-                moved, torch.sqrt(diff_sq) / torch.sqrt(torch.where(moved, dx_sq, 1.0)), last_curvature
-            )
+            curvature = torch.where(moved, measured, last_curvature)
             b_t = curvature * u_sq
             if normalised:
                 # Each step's surrogate divided by ||u_(t-1)||^2: every step weighs the same in A / B instead
