@@ -15,10 +15,10 @@ CASES: list[Case] = [
         options=(
             grid(lr=[1e-2], alpha=[0.0, 0.125, 0.25, 0.3, 0.5, ("linear", 0.5, 0.0, 20), ("cosine", 0.0, 0.5, 25)],
                  weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True])
-            # the paper's formula (the default before lr_scaling existed)
-            + grid(lr=[1e-2], alpha=[0.0, 0.25, 0.5, ("linear", 0.5, 0.0, 20)], lr_scaling=["legacy"],
+            # the paper's formula (the default before lr_scaling existed) and the calibrated one
+            + grid(lr=[1e-2], alpha=[0.0, 0.25, 0.5, ("linear", 0.5, 0.0, 20)], lr_scaling=["legacy", "rms", "initial"],
                    weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True])
-            + grid(lr=[1e-2], alpha=[0.7, -0.2], allow_any_alpha=[True], lr_scaling=["rms", "legacy"])
+            + grid(lr=[1e-2], alpha=[0.7, -0.2], allow_any_alpha=[True], lr_scaling=["rms", "legacy", "initial"])
             + grid(lr=[1e-2], alpha=[0.0, 0.125, 0.25, 0.3, 0.5], padam_compat=[True], weight_decay=[0.0, 0.1])
         ),
         train_kwargs=dict(lr=3e-2),

@@ -31,15 +31,17 @@ def _alpha_value(alpha, k: int) -> float:
 
 
 class SMESReference(Reference):
-    """smes.md §3 steps 1-5 (and §9 for padam_compat); lr_scaling="rms" (tunefree's default) multiplies
-    ``vhat^alpha`` by ``mean(vhat)^(1/2 - alpha)``, the mean over the tensor's elements after the update."""
+    """smes.md §3 steps 1-5 (and §9 for padam_compat); lr_scaling="rms" multiplies ``vhat^alpha`` by
+    ``mean(vhat)^(1/2 - alpha)``, the mean over the tensor's elements after the update; "initial" by
+    ``v_ref^(1/2 - alpha)``, ``v_ref`` the mean of the squared gradients of all parameters at the first step."""
 
     def __init__(self, groups, lr=1e-3, alpha=0.25, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, allow_any_alpha=False, padam_compat=False, lr_scaling=None):
         super().__init__(groups, lr=lr, weight_decay=weight_decay)
         self.alpha, self.betas, self.eps = alpha, betas, eps
         self.decoupled, self.padam = decoupled_weight_decay, padam_compat
-        self.rms = (lr_scaling or ("legacy" if padam_compat else "rms")) == "rms"
+        self.scaling = lr_scaling or ("legacy" if padam_compat else "rms")
+        self.v_ref = None
         self.k = 0  # step() calls: the schedule position
 
     @torch.no_grad()
@@ -48,6 +50,10 @@ class SMESReference(Reference):
         self.k += 1
         a = _alpha_value(self.alpha, self.k)
         self.last_alpha = a
+        if self.v_ref is None and self.scaling == "initial":
+            grads = [p.grad.double() for _, p in self.params()]
+            mean = sum(float((g * g).sum()) for g in grads) / sum(g.numel() for g in grads)
+            self.v_ref = mean if mean > 0 else 1.0
         for group, p in self.params():
             lr, wd = group["lr"], group["weight_decay"]
             state = self.state.setdefault(id(p), {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
@@ -73,9 +79,11 @@ class SMESReference(Reference):
                 positive = vhat > 0
                 powered = torch.where(positive, torch.exp(a * torch.log(torch.where(positive, vhat, 1.0))),
                                       torch.zeros_like(vhat))
-            if self.rms:
+            if self.scaling == "rms":
                 vbar = float(vhat.double().mean())
                 powered = powered * (vbar ** (0.5 - a) if vbar > 0 else 1.0)
+            elif self.scaling == "initial":
+                powered = powered * self.v_ref ** (0.5 - a)
             p.sub_(lr * mhat / (powered + self.eps))
 
 

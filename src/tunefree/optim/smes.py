@@ -38,6 +38,8 @@ from torch import Tensor
 
 from tunefree.optim._core import (
     Bucket,
+    dot,
+    local_tensor,
     Closure,
     TunefreeOptimizer,
     advance_step_counters,
@@ -52,7 +54,7 @@ from tunefree.optim._core import (
 __all__ = ["AlphaSchedule", "SMES"]
 
 ScheduleKind = Literal["constant", "linear", "cosine"]
-LRScaling = Literal["rms", "legacy"]
+LRScaling = Literal["initial", "rms", "legacy"]
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,10 @@ class SMES(TunefreeOptimizer):
         check_range("SMES", "weight_decay", group["weight_decay"], 0.0)
         group["alpha"] = _normalised_alpha(group["alpha"])
         group.setdefault("lr_scaling", "legacy" if group.get("padam_compat") else "rms")
-        if group["lr_scaling"] not in ("rms", "legacy"):
-            raise ValueError(f"SMES: lr_scaling must be 'rms' or 'legacy', got {group['lr_scaling']!r}")
+        if group["lr_scaling"] not in ("initial", "rms", "legacy"):
+            raise ValueError(
+                f"SMES: lr_scaling must be 'initial', 'rms' or 'legacy', got {group['lr_scaling']!r}"
+            )
         if group["padam_compat"] and group["lr_scaling"] != "legacy":
             raise ValueError(
                 "SMES: padam_compat=True is Padam's update with Padam's lr units; it needs lr_scaling='legacy' "
@@ -293,7 +297,29 @@ class SMES(TunefreeOptimizer):
             "exp_avg_sq": torch.zeros_like(param),
         }
 
+    def _reference_second_moment(self) -> Tensor:
+        """``v_ref``: the mean squared gradient over every parameter at the first step (1 if that is 0).
+
+        Measured once (a Python fact, ``"v_ref"`` in the global state: no host sync afterwards), saved in
+        ``state_dict()``; with sharded parameters the sums are global (one all-reduce, at the first step).
+        """
+        if "v_ref" not in self.global_state:
+            device, dtype = self.scalar_device_dtype()
+            square_sum = torch.zeros((), device=device, dtype=dtype)
+            count = 0
+            for group in self.param_groups:
+                for param in group["params"]:
+                    if param.grad is not None:
+                        square_sum = square_sum + dot(param.grad, param.grad, dtype)
+                        count += local_tensor(param.grad).numel()
+            totals, _ = self.reduce([square_sum, torch.tensor(float(count))])
+            mean = totals[0] / torch.where(totals[1] > 0, totals[1], 1.0)
+            self.global_state["v_ref"] = torch.where(mean > 0, mean, 1.0)
+        return self.global_state["v_ref"]
+
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        if any(g.get("lr_scaling") == "initial" and not g["padam_compat"] for g in self.param_groups):
+            self._reference_second_moment()  # at the first step, whatever alpha is then
         alphas: list[float] = []
         for group in self.param_groups:
             if isinstance(group["alpha"], float):
@@ -305,8 +331,12 @@ class SMES(TunefreeOptimizer):
             alphas.append(alpha)
             for bucket in self.buckets(group):
                 self._bucket_step(bucket, alpha)
+        if "v_ref" in self.global_state:
+            extra = {"v_ref": self.global_state["v_ref"].clone()}
+        else:
+            extra = {}
         device, dtype = self.scalar_device_dtype()
-        self.publish_stats(alpha=torch.full((), alphas[0], device=device, dtype=dtype))
+        self.publish_stats(alpha=torch.full((), alphas[0], device=device, dtype=dtype), **extra)
 
     @staticmethod
     def _tensor_rms_factor(bucket: Bucket, grads: list[Tensor], bc2: Tensor, alpha: float) -> Tensor:
@@ -331,7 +361,7 @@ class SMES(TunefreeOptimizer):
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
         # .get: a param group saved before the option existed trained with the paper's formula
-        rms = group.get("lr_scaling", "legacy") == "rms" and not group["padam_compat"]
+        scaling = "legacy" if group["padam_compat"] else group.get("lr_scaling", "legacy")
         steps = advance_step_counters(bucket.state["step"])
         bc1, bc2 = bias_correction(steps, beta1), bias_correction(steps, beta2)
 
@@ -342,7 +372,11 @@ class SMES(TunefreeOptimizer):
             grads = coupled_weight_decay(bucket.params, bucket.grads, weight_decay)
 
         # lr_scaling="rms": the per-tensor factor vbar^(1/2 - alpha) of the denominator (1 for "legacy")
-        tensor_factor = self._tensor_rms_factor(bucket, grads, bc2, alpha) if rms and alpha != 0.5 else None
+        tensor_factor: Optional[Tensor] = None
+        if scaling == "rms" and alpha != 0.5:
+            tensor_factor = self._tensor_rms_factor(bucket, grads, bc2, alpha)
+        elif scaling == "initial" and alpha != 0.5:
+            tensor_factor = self._reference_second_moment().to(bc2.dtype).pow(0.5 - alpha).expand(bc2.shape)
         if group["padam_compat"]:
             # x -= lr * m / ((sqrt(v) + eps)^(2 alpha) * bc1 / sqrt(bc2))
             denominator_scale = (bc1 / bc2.sqrt()).unbind(0)
