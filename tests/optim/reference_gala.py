@@ -24,11 +24,11 @@ class GALAReference(Reference):
     ``alignment="start"``: ``a = <ghat_t, u_(t-1)>``, the gradient at the start ``x_(t-1)`` of the step just
     taken (on the current batch). ``surrogate="normalised"``: each step adds ``a / ||u_(t-1)||^2`` to ``A``
     and ``L`` to ``B`` (nothing when ``u_(t-1) = 0``). ``curvature="rayleigh"``:
-    ``L = max(0, <g_t - ghat_t, dx>) / ||dx||^2`` instead of ``||g_t - ghat_t|| / ||dx||``."""
+    ``L = <g_t - ghat_t, dx> / ||dx||^2`` where that is > 0, else ``||g_t - ghat_t|| / ||dx||`` as by default."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="direction",
-                 surrogate="sum", curvature="norm"):
+                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="start",
+                 surrogate="sum", curvature="rayleigh"):
         super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
         self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
         self.alignment, self.surrogate, self.curvature = alignment, surrogate, curvature
@@ -84,8 +84,8 @@ class GALAReference(Reference):
                 u_sq += float((u * u).sum())
             if dx_sq == 0:
                 L = self.L_last
-            elif self.curvature == "rayleigh":
-                L = max(0.0, secant / dx_sq)
+            elif self.curvature == "rayleigh" and secant > 0:
+                L = secant / dx_sq
             else:
                 L = math.sqrt(diff_sq) / math.sqrt(dx_sq)
             b = L * u_sq

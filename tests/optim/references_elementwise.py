@@ -40,7 +40,7 @@ class SMESReference(Reference):
         super().__init__(groups, lr=lr, weight_decay=weight_decay)
         self.alpha, self.betas, self.eps = alpha, betas, eps
         self.decoupled, self.padam = decoupled_weight_decay, padam_compat
-        self.scaling = lr_scaling or ("legacy" if padam_compat else "rms")
+        self.scaling = lr_scaling or ("legacy" if padam_compat else "initial")
         self.v_ref = None
         self.k = 0  # step() calls: the schedule position
 

@@ -84,12 +84,29 @@ def test_smes_zero_rms_is_ema_momentum_normalised_per_tensor() -> None:
         rms = math.sqrt(float(state["v"].mean()) / (1 - beta2**t))
         p.sub_(lr * state["m"] / (1 - beta1**t) / (rms + eps))
 
-    run_pair(lambda p: SMES(p, lr=lr, alpha=0.0, eps=eps), lambda p: ManualLoop(p, normalised))
+    run_pair(lambda p: SMES(p, lr=lr, alpha=0.0, eps=eps, lr_scaling="rms"), lambda p: ManualLoop(p, normalised))
+
+
+def test_smes_initial_is_the_paper_formula_with_lr_and_eps_converted_once() -> None:
+    """lr_scaling="initial" == "legacy" with lr * v_ref^(alpha - 1/2) and eps * v_ref^(alpha - 1/2), v_ref the
+    mean squared gradient of the first step: the documented conversion of old settings, exact."""
+    alpha, lr, eps = 0.25, 1e-2, 1e-8
+    model = make_model()
+    x, y = make_data()
+    model.zero_grad()
+    ((model(x[:16]) - y[:16]) ** 2).mean().backward()  # the first batch of run_pair
+    grads = [p.grad for p in model.parameters()]
+    v_ref = float(sum((g * g).sum() for g in grads) / sum(g.numel() for g in grads))
+    factor = v_ref ** (alpha - 0.5)
+    opt, _ = run_pair(lambda p: SMES(p, lr=lr, alpha=alpha, eps=eps),
+                      lambda p: SMES(p, lr=lr * factor, alpha=alpha, eps=eps * factor, lr_scaling="legacy"))
+    assert float(opt.stats["v_ref"]) == pytest.approx(v_ref, rel=1e-12)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.4])
-def test_smes_rms_step_does_not_depend_on_the_loss_scale(alpha: float) -> None:
-    """lr_scaling="rms" has Adam's units: scaling the loss by c leaves the trajectory unchanged (up to eps,
+@pytest.mark.parametrize("scaling", ["initial", "rms"])
+def test_smes_step_does_not_depend_on_the_loss_scale(alpha: float, scaling: str) -> None:
+    """lr_scaling="initial" and "rms" have Adam's units: scaling the loss by c leaves the trajectory unchanged (up to eps,
     set to 0 here), while the paper's formula ("legacy") moves by c^(1 - 2 alpha)."""
     def scaled_run(scale: float, lr_scaling: str) -> list[torch.Tensor]:
         model = make_model(dtype=torch.float64)
@@ -107,8 +124,8 @@ def test_smes_rms_step_does_not_depend_on_the_loss_scale(alpha: float) -> None:
             optimizer.step(closure)
         return [p.detach().clone() for p in model.parameters()]
 
-    reference = scaled_run(1.0, "rms")
-    for p, q in zip(reference, scaled_run(1000.0, "rms")):
+    reference = scaled_run(1.0, scaling)
+    for p, q in zip(reference, scaled_run(1000.0, scaling)):
         torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
     legacy = zip(scaled_run(1.0, "legacy"), scaled_run(4.0, "legacy"))
     legacy_gap = max(float((p - q).abs().max()) for p, q in legacy)
@@ -144,7 +161,7 @@ def test_smes_lr_scaling_choices_are_checked() -> None:
     with pytest.raises(ValueError, match="lr_scaling"):
         SMES(params, padam_compat=True, lr_scaling="rms")
     assert SMES(params, padam_compat=True).param_groups[0]["lr_scaling"] == "legacy"
-    assert SMES(params).param_groups[0]["lr_scaling"] == "rms"
+    assert SMES(params).param_groups[0]["lr_scaling"] == "initial"
 
 
 @pytest.mark.parametrize("form", ["schedule", "tuple", "dict", "callable"])

@@ -247,7 +247,7 @@ class SMES(TunefreeOptimizer):
             lr=lr, alpha=alpha, betas=betas, eps=eps, weight_decay=weight_decay,
             decoupled_weight_decay=bool(decoupled_weight_decay), allow_any_alpha=bool(allow_any_alpha),
             padam_compat=bool(padam_compat), alpha_step=0,
-            lr_scaling=("legacy" if padam_compat else "rms") if lr_scaling is None else lr_scaling,
+            lr_scaling=("legacy" if padam_compat else "initial") if lr_scaling is None else lr_scaling,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
 
@@ -257,7 +257,7 @@ class SMES(TunefreeOptimizer):
         check_range("SMES", "eps", group["eps"], 0.0)
         check_range("SMES", "weight_decay", group["weight_decay"], 0.0)
         group["alpha"] = _normalised_alpha(group["alpha"])
-        group.setdefault("lr_scaling", "legacy" if group.get("padam_compat") else "rms")
+        group.setdefault("lr_scaling", "legacy" if group.get("padam_compat") else "initial")
         if group["lr_scaling"] not in ("initial", "rms", "legacy"):
             raise ValueError(
                 f"SMES: lr_scaling must be 'initial', 'rms' or 'legacy', got {group['lr_scaling']!r}"
