@@ -60,7 +60,8 @@ def main() -> None:
             "s": round(score(metric, args.m_init, args.m_star), 4),
             "final_lr": lr_trace[-1] if lr_trace else None,
             # the adapted lr at 8 evenly spaced points of the (subsampled) trace
-            "lr_trace": [float(f"{lr_trace[i * (len(lr_trace) - 1) // 7]:.3g}") for i in range(8)] if lr_trace else None,
+            "lr_trace": [float(f"{lr_trace[i * (len(lr_trace) - 1) // 7]:.3g}") for i in range(8)]
+            if lr_trace else None,
             "wall_s": round(time.perf_counter() - start, 1),
         }), flush=True)
 

@@ -106,7 +106,8 @@ def test_smes_initial_is_the_paper_formula_with_lr_and_eps_converted_once() -> N
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.4])
 @pytest.mark.parametrize("scaling", ["initial", "rms"])
 def test_smes_step_does_not_depend_on_the_loss_scale(alpha: float, scaling: str) -> None:
-    """lr_scaling="initial" and "rms" have Adam's units: scaling the loss by c leaves the trajectory unchanged (up to eps,
+    """lr_scaling="initial" and "rms" have Adam's units: scaling the loss by c leaves the trajectory unchanged
+    (up to eps,
     set to 0 here), while the paper's formula ("legacy") moves by c^(1 - 2 alpha)."""
     def scaled_run(scale: float, lr_scaling: str) -> list[torch.Tensor]:
         model = make_model(dtype=torch.float64)

@@ -246,7 +246,8 @@ class GALA(TunefreeOptimizer):
             raise ValueError(
                 f"{name}: alignment='same_batch' needs base='sgd': its alignment <g_t, ghat_t> has the units of "
                 f"gradient^2, while Adam's direction mhat / (sqrt(vhat) + eps) (which sets the curvature term "
-                f"L ||u||^2) has none, so the ratio is not a learning rate; use alignment='start' or 'direction' with Adam"
+                f"L ||u||^2) has none, so the ratio is not a learning rate; use alignment='start' or 'direction' "
+                f"with Adam"
             )
         check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_inclusive=False)
         group["betas"] = check_betas(name, group["betas"])

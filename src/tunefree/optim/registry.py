@@ -97,7 +97,8 @@ _register(OptimizerInfo(
 _register(OptimizerInfo(
     name="smes", target="tunefree.optim.smes:SMES", default_lr=1e-3,
     trace_stats=("alpha",),
-    lr_meaning="step size of mhat / (vhat^alpha + eps); its scale depends on alpha (|g|^(1-2 alpha))",
+    lr_meaning="Adam-unit step size for every alpha: the paper's mhat / (vhat^alpha + eps) with lr and eps "
+               "scaled once by v_ref^(alpha - 1/2), v_ref the first step's mean squared gradient",
     description="SMES: Adam with a tunable exponent alpha on the second moment (0 = SGD-M, 0.5 = Adam)",
 ))
 _register(OptimizerInfo(
