@@ -16,21 +16,22 @@ CASES: list[Case] = [
             lr=[0.1, 1e-3], momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0],
             lr_max=[math.inf, 0.5])]
         # alignment="same_batch" (gala.md §4.2 reading A in the closure form; SGD base only)
-        + [dict(base="sgd", alignment="same_batch", **o) for o in grid(
+        + [dict(base="sgd", alignment="same_batch", curvature="norm", lr_growth=math.inf, **o) for o in grid(
             lr=[0.1, 1e-3], momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
-        + [dict(base="sgd", alignment="same_batch", lr=0.1, lr_min=1e-3, lr_max=0.5)]
+        + [dict(base="sgd", alignment="same_batch", curvature="norm", lr=0.1, lr_min=1e-3, lr_max=0.5)]
         # tunefree's options: the alignment at the start of the step, per-step normalised surrogates
-        + [dict(base="sgd", **o) for o in grid(
+        + [dict(base="sgd", curvature="norm", **o) for o in grid(
             alignment=["start", "direction", "same_batch"], surrogate=["normalised"], lr=[0.1],
             momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
         + [dict(base="sgd", alignment="start", surrogate="sum", lr=0.1, momentum=0.9)]
         + [dict(base="sgd", curvature="rayleigh", **o) for o in grid(
             alignment=["start", "direction"], surrogate=["normalised", "sum"], lr=[0.1, 1e-3], momentum=[0.9, 0.0],
-            weight_decay=[0.0, 0.1])],
+            weight_decay=[0.0, 0.1])]
+        + [dict(base="sgd", lr_growth=g, lr=0.1) for g in (1.0, 1.5, math.inf)],
         train_kwargs=dict(lr=0.1),
         bad_values=dict(lr=-0.1, base="rmsprop", momentum=1.0, weight_decay=-0.1, delta=-1.0,
                         lr_min=-1.0, lr_max=0.0, alignment="gradient", surrogate="mean",
-                        curvature="hessian"),
+                        curvature="hessian", lr_growth=0.5),
     ),
     Case(
         name="gala_adam", cls=GALA, reference=GALAReference, needs_closure=True, compiles=False,

@@ -24,14 +24,19 @@ class GALAReference(Reference):
     ``alignment="start"``: ``a = <ghat_t, u_(t-1)>``, the gradient at the start ``x_(t-1)`` of the step just
     taken (on the current batch). ``surrogate="normalised"``: each step adds ``a / ||u_(t-1)||^2`` to ``A``
     and ``L`` to ``B`` (nothing when ``u_(t-1) = 0``). ``curvature="rayleigh"``:
-    ``L = <g_t - ghat_t, dx> / ||dx||^2`` where that is > 0, else ``||g_t - ghat_t|| / ||dx||`` as by default."""
+    ``L = <g_t - ghat_t, dx> / ||dx||^2`` where that is > 0, else ``||g_t - ghat_t|| / ||dx||``.
+    ``lr_growth``: ``eta_t <= lr_growth * eta_(t-1)`` unless ``eta_(t-1) = 0``."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,
-                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment="start",
-                 surrogate="sum", curvature="rayleigh"):
+                 weight_decay=0.0, delta=0.0, lr_min=0.0, lr_max=math.inf, alignment=None,
+                 surrogate="sum", curvature=None, lr_growth=None):
         super().__init__(groups, lr=lr, momentum=momentum, betas=betas, eps=eps, weight_decay=weight_decay)
         self.base, self.delta, self.lr_min, self.lr_max = base, delta, lr_min, lr_max
-        self.alignment, self.surrogate, self.curvature = alignment, surrogate, curvature
+        sgd = base == "sgd"  # per-base defaults
+        self.alignment = alignment or ("start" if sgd else "direction")
+        self.curvature = curvature or ("rayleigh" if sgd else "norm")
+        self.surrogate = surrogate
+        self.lr_growth = lr_growth if lr_growth is not None else (2.0 if sgd else math.inf)
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
@@ -98,7 +103,8 @@ class GALAReference(Reference):
                     self.L_last = L
             den = self.delta + self.B
             if den > 0:
-                self.eta = min(max((self.delta * eta0 + self.A) / den, self.lr_min), self.lr_max)
+                new = min(max((self.delta * eta0 + self.A) / den, self.lr_min), self.lr_max)
+                self.eta = min(new, self.lr_growth * self.eta) if self.eta > 0 else new
             self.L, self.a = L, a
         for p in [p for group in self.groups for p in group["params"]]:
             if id(p) in self.x_prev:

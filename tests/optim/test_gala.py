@@ -350,19 +350,21 @@ def _sgd_results(problem: str, momentum: float = 0.9) -> dict:
 
 @lru_cache(maxsize=None)
 def _results(problem: str, base: str, alignment: str = "direction", momentum: float = 0.9,
-             curvature: str = "norm") -> dict:
+             curvature: str = "norm", lr_growth: float = math.inf) -> dict:
     """GALA from every start vs fixed-lr SGD with the same momentum (GALA's base without the adaptation)."""
     sgd = _sgd_results(problem, momentum)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         gala = {lr0: _run(problem, lambda p, lr0=lr0: GALA(p, lr=lr0, base=base, alignment=alignment,
-                                                            momentum=momentum, curvature=curvature))
+                                                            momentum=momentum, curvature=curvature,
+                                                            lr_growth=lr_growth))
                 for lr0 in STARTS}
     finally:
         torch.set_num_threads(before)
     best_lr = min(sgd, key=sgd.get)
-    lines = [f"[{problem}, GALA base={base} alignment={alignment} curvature={curvature} momentum={momentum}] "
+    lines = [f"[{problem}, GALA base={base} alignment={alignment} curvature={curvature} lr_growth={lr_growth} "
+             f"momentum={momentum}] "
              f"best fixed-lr SGD "
              f"(momentum {momentum}) over the grid: lr={best_lr:.3g} loss={sgd[best_lr]:.3g}"]
     for lr0 in STARTS:
@@ -481,7 +483,7 @@ def test_quadratic_same_batch_alignment_is_consistent_and_less_conservative() ->
 # exact line search of the quadratic model along u (the paper form measures a at x_t, which already contains
 # the step's own curvature term once, and uses ||H u|| / ||u|| >= the Rayleigh quotient).
 def test_start_rayleigh_plain_sgd_meets_the_acceptance_on_the_quadratic() -> None:
-    result = _results("quadratic", "sgd", "start", 0.0, "rayleigh")
+    result = _results("quadratic", "sgd", "start", 0.0, "rayleigh", 2.0)
     lrs = [result["gala"][lr0][1] for lr0 in STARTS]
     assert _spread(lrs) <= 3
     assert all(result["best_lr"] / 3 < lr < 3 * result["best_lr"] for lr in lrs)
@@ -489,29 +491,31 @@ def test_start_rayleigh_plain_sgd_meets_the_acceptance_on_the_quadratic() -> Non
 
 
 def test_start_rayleigh_momentum_base_is_far_less_conservative_on_the_quadratic() -> None:
-    """The same rate from every start, 2-8x the paper form's and a loss about 100x lower, still short of the
+    """Within 3x from every start (lr 0.18-0.52), 1.5-8x the paper form's, and a loss 6-150x lower, still short of the
     heavy-ball optimum (lr 3.2, loss 1e-13): a one-step surrogate cannot see what momentum gains later."""
-    result = _results("quadratic", "sgd", "start", 0.9, "rayleigh")
+    result = _results("quadratic", "sgd", "start", 0.9, "rayleigh", 2.0)
     paper_form = _results("quadratic", "sgd")
     lrs = [result["gala"][lr0][1] for lr0 in STARTS]
     assert _spread(lrs) <= 3
     for lr0 in STARTS:
-        assert result["gala"][lr0][0] < 0.05 * paper_form["gala"][lr0][0]
+        assert result["gala"][lr0][0] < 0.2 * paper_form["gala"][lr0][0]
     assert min(result["gala"][lr0][0] for lr0 in STARTS) > 1e3 * result["best"]
 
 
-def test_start_rayleigh_adam_base_reaches_tuned_heavy_ball_on_the_quadratic() -> None:
-    result = _results("quadratic", "adam", "start", 0.9, "rayleigh")
+def test_start_rayleigh_adam_base_nears_tuned_heavy_ball_on_the_quadratic() -> None:
+    """Within 3x from every start; loss within 30x of tuned heavy-ball's 1e-13 (the growth bound spends the
+    first steps of the small starts climbing)."""
+    result = _results("quadratic", "adam", "start", 0.9, "rayleigh", 2.0)
     assert _spread(result["gala"][lr0][1] for lr0 in STARTS) <= 3
     for lr0 in STARTS:
-        assert result["gala"][lr0][0] < 10 * result["best"]
+        assert result["gala"][lr0][0] < 30 * result["best"]
 
 
 def test_start_rayleigh_momentum_base_settles_at_the_best_fixed_rate_on_the_mlp() -> None:
     """Starts <= 0.1: final lr within 3x of the best fixed SGD-M rate (the paper form collapses to 0 here),
     loss within 4x of tuned SGD-M (not the 2x of the stated acceptance). Start 1 (known failure): the
     un-adapted first step blows the loss up and the run does not recover (lr 0.0024, loss about 2000x)."""
-    result = _results("mlp", "sgd", "start", 0.9, "rayleigh")
+    result = _results("mlp", "sgd", "start", 0.9, "rayleigh", 2.0)
     small = STARTS[:5]
     lrs = [result["gala"][lr0][1] for lr0 in small]
     assert _spread(lrs) <= 3

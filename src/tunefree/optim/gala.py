@@ -24,7 +24,10 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
 
 * **reading**: §13 above, not "reading B" (current parameters on the previous batch), which needs the
   previous batch and so cannot be driven by a torch closure.
-* **alignment** (option): ``"start"`` (default since 0.2, tunefree's choice) is ``a_t = <ghat_t, u_{t-1}>``,
+* **per-base defaults** (measured, docs/optimizers-defaults.md): ``base="sgd"`` defaults to
+  ``alignment="start", curvature="rayleigh", lr_growth=2``; ``base="adam"`` keeps the paper form
+  (``"direction"``, ``"norm"``, unbounded), which measured better with Adam on the fast benchmark tasks.
+* **alignment** (option): ``"start"`` (SGD default, tunefree's choice) is ``a_t = <ghat_t, u_{t-1}>``,
   the gradient at the *start* ``x_{t-1}`` of the step just taken (on the current batch), i.e. the point
   ``s = 0`` of the segment the paper's theory draws the alignment point from. ``"direction"`` (the default
   before 0.2) is §13, ``a_t = <g_t, u_{t-1}>`` at the end point ``x_t``: for a quadratic
@@ -51,8 +54,12 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
   step's surrogate divided by ``||u_{t-1}||^2``, so ``A += a_t / ||u||^2``, ``B += L_t``: every step weighs
   the same instead of the steps with large directions). Measured worse on the benchmark's MLP tasks
   (docs/optimizers-defaults.md), kept as an option.
+* **lr_growth** (option, default 2): ``eta_t <= lr_growth * eta_{t-1}`` (not from ``eta_{t-1} = 0``), a guard
+  of tunefree's: the first feedbacks come from small steps, whose secant sees only a small neighbourhood,
+  and one over-large estimate used to blow the loss up early (measured: dlrm_ctr, Adam base, 0.001 -> 0.154
+  at step 2, loss 96x). Doubling per step still reaches any rate within ``log2(ratio)`` steps.
 * A state_dict saved before these options existed resumes with the math it was trained with
-  (``"direction"``, ``"norm"``, ``"sum"``).
+  (``"direction"``, ``"norm"``, ``"sum"``, unbounded growth).
 * **regulariser**: ``(delta/2)(eta - eta_0)^2``, default ``delta = 0`` (pure data from step 2 on; the
   initial learning rate is forgotten after the first feedback). ``delta`` has the units of ``b``
   (curvature x squared direction), so no scale-free default exists.
@@ -131,7 +138,7 @@ Alignment = Literal["direction", "same_batch", "start"]
 Surrogate = Literal["sum", "normalised"]
 Curvature = Literal["norm", "rayleigh"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
-_GLOBAL_KEYS = ("base", "alignment", "surrogate", "curvature", "delta", "lr_min", "lr_max")
+_GLOBAL_KEYS = ("base", "alignment", "surrogate", "curvature", "delta", "lr_min", "lr_max", "lr_growth")
 
 
 class GALA(TunefreeOptimizer):
@@ -158,13 +165,18 @@ class GALA(TunefreeOptimizer):
         weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
         delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
-        alignment: ``"start"`` (default: ``a_t = <ghat_t, u_{t-1}>``, any base), ``"direction"`` (the paper
-            form, gala.md §13: ``a_t = <g_t, u_{t-1}>``, any base) or ``"same_batch"`` (gala.md §4.2 reading
+        alignment: ``"start"`` (default with ``base="sgd"``: ``a_t = <ghat_t, u_{t-1}>``, any base),
+            ``"direction"`` (default with ``base="adam"``; the paper form, gala.md §13:
+            ``a_t = <g_t, u_{t-1}>``, any base) or ``"same_batch"`` (gala.md §4.2 reading
             A: ``a_t = <g_t, ghat_t>``; ``base="sgd"`` only, a ``ValueError`` with Adam).
         surrogate: ``"sum"`` (default, FTRL on the surrogates as they are) or ``"normalised"`` (each step's
             surrogate divided by ``||u_{t-1}||^2``).
-        curvature: ``"rayleigh"`` (default, secant ``<g_t - ghat_t, dx> / ||dx||^2``, the norm estimate
-            where that is <= 0) or ``"norm"`` (the spec's ``||g_t - ghat_t|| / ||dx||``).
+        lr_growth: the adapted rate grows at most by this factor per step (>= 1; tunefree's guard;
+            ``math.inf`` is the paper's unbounded FTRL). Default (None): 2 with ``base="sgd"``, inf with
+            Adam. From ``eta = 0`` the next rate is not bounded.
+        curvature: ``"rayleigh"`` (default with ``base="sgd"``, secant ``<g_t - ghat_t, dx> / ||dx||^2``,
+            the norm estimate where that is <= 0) or ``"norm"`` (default with ``base="adam"``, the spec's
+            ``||g_t - ghat_t|| / ||dx||``).
 
             Measured with the paper form (``alignment="direction", curvature="norm"``; tests/optim/
             test_gala.py: 300 steps, starts 1e-5..1, final lr / final loss relative to the best fixed-lr
@@ -202,9 +214,10 @@ class GALA(TunefreeOptimizer):
         delta: float = 0.0,
         lr_min: float = 0.0,
         lr_max: float = math.inf,
-        alignment: Alignment = "start",
+        alignment: Optional[Alignment] = None,
         surrogate: Surrogate = "sum",
-        curvature: Curvature = "rayleigh",
+        curvature: Optional[Curvature] = None,
+        lr_growth: Optional[float] = None,
         *,
         model: Optional[nn.Module] = None,
         buffers: Literal["norm", "all"] = "norm",
@@ -212,10 +225,16 @@ class GALA(TunefreeOptimizer):
         nonfinite: str = "raise",
         process_group: Any = "auto",
     ) -> None:
+        # None: the measured default of the base (docs/optimizers-defaults.md): SGD-momentum gains from the
+        # start alignment, secant curvature and bounded growth; the Adam base measured better in the paper form.
+        sgd_base = base == "sgd"
+        alignment = alignment if alignment is not None else ("start" if sgd_base else "direction")
+        curvature = curvature if curvature is not None else ("rayleigh" if sgd_base else "norm")
+        lr_growth = lr_growth if lr_growth is not None else (2.0 if sgd_base else math.inf)
         defaults = dict(
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
-            surrogate=surrogate, curvature=curvature,
+            surrogate=surrogate, curvature=curvature, lr_growth=lr_growth,
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
@@ -233,13 +252,14 @@ class GALA(TunefreeOptimizer):
         )
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
-        alignment = group.setdefault("alignment", "start")
+        sgd_base = group["base"] == "sgd"
+        alignment = group.setdefault("alignment", "start" if sgd_base else "direction")
         if alignment not in ("direction", "same_batch", "start"):
             raise ValueError(f"{name}: alignment must be 'direction', 'same_batch' or 'start', got {alignment!r}")
         surrogate = group.setdefault("surrogate", "sum")
         if surrogate not in ("sum", "normalised"):
             raise ValueError(f"{name}: surrogate must be 'sum' or 'normalised', got {surrogate!r}")
-        curvature = group.setdefault("curvature", "rayleigh")
+        curvature = group.setdefault("curvature", "rayleigh" if sgd_base else "norm")
         if curvature not in ("norm", "rayleigh"):
             raise ValueError(f"{name}: curvature must be 'norm' or 'rayleigh', got {curvature!r}")
         if alignment == "same_batch" and group["base"] == "adam":
@@ -256,6 +276,8 @@ class GALA(TunefreeOptimizer):
         check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
         lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
         check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True)
+        group.setdefault("lr_growth", 2.0 if sgd_base else math.inf)
+        check_range(name, "lr_growth", group["lr_growth"], 1.0, low_inclusive=True)
         if group["lr_max"] <= 0:
             raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
         first = self.param_groups[0]
@@ -406,6 +428,7 @@ class GALA(TunefreeOptimizer):
         first = self.param_groups[0]
         eta0, delta = first["lr"], first["delta"]
         lr_min, lr_max = first["lr_min"], first["lr_max"]
+        growth = first.get("lr_growth", math.inf)  # .get: checkpoints saved before the option: unbounded
         # .get: checkpoints saved before the options existed
         alignment_kind = first.get("alignment", "direction")
         normalised = first.get("surrogate", "sum") == "normalised"
@@ -488,7 +511,14 @@ class GALA(TunefreeOptimizer):
             denominator = delta + big_b
             positive = denominator > 0
             candidate = (delta * eta0 + big_a) / torch.where(positive, denominator, 1.0)
-            eta.copy_(torch.where(positive, candidate.clamp(lr_min, lr_max), eta))
+            candidate = candidate.clamp(lr_min, lr_max)
+            if math.isfinite(growth):
+                # At most lr_growth x the previous rate per step (from eta = 0: unbounded, nothing to scale).
+                # The first feedback comes from a step at eta_0, and a small step measures the curvature of a
+                # small neighbourhood only: measured on dlrm_ctr (Adam base, start 1e-3), eta jumped to 0.154
+                # at step 2 and the loss to 96x.
+                candidate = torch.where(eta > 0, torch.minimum(candidate, growth * eta), candidate)
+            eta.copy_(torch.where(positive, candidate, eta))
 
         for bucket in buckets:
             lr = eta.to(bucket.params[0].dtype) * (bucket.group["lr"] / eta0)
