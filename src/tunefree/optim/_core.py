@@ -642,7 +642,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                         f"{where}: state {key!r} has shape {tuple(value.shape)} but should have shape {tuple(shape)} "
                         f"(its parameter has shape {tuple(param.shape)})"
                     )
-                if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+                local = local_tensor(value)  # a DTensor's shard: no collective for the check
+                if (local.is_floating_point() or local.is_complex()) and not bool(torch.isfinite(local).all()):
                     raise ValueError(f"{where}: state {key!r} holds non-finite values (NaN/Inf); refusing to load it")
         return found
 
