@@ -42,6 +42,17 @@ def same_params(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+def assert_loaded_run_continues_exactly(case: Case, model: nn.Module, optimizer, saved: dict, start: int = 3):
+    """Load ``saved`` into a fresh optimizer on a copy of ``model``; both continue 3 steps and must agree."""
+    model_b = clone_model(model)
+    loaded = case.cls(model_b.parameters(), **case.train_kwargs)
+    loaded.load_state_dict(saved)
+    train(model, optimizer, 3, start=start)
+    train(model_b, loaded, 3, start=start)
+    assert same_params(model, model_b)
+    return loaded
+
+
 def no_grad_closure(model: nn.Module, optimizer, step: int = 0):
     """A closure that returns the loss but computes no gradient (every ``.grad`` is None)."""
     x, y = make_data()
@@ -114,12 +125,7 @@ def test_state_dict_is_deterministic_and_detached(case: Case) -> None:
         value.add_(1.0)  # a returned state_dict never aliases the optimizer's global scalars
     assert_same_state(optimizer.state_dict(), second)
 
-    model_b = clone_model(model)
-    loaded = case.cls(model_b.parameters(), **case.train_kwargs)
-    loaded.load_state_dict(copy.deepcopy(second))
-    train(model, optimizer, 3, start=3)
-    train(model_b, loaded, 3, start=3)
-    assert same_params(model, model_b)
+    loaded = assert_loaded_run_continues_exactly(case, model, optimizer, copy.deepcopy(second))
     assert_same_state(state_snapshot(optimizer), state_snapshot(loaded))
 
 
@@ -375,10 +381,10 @@ def _strided_problem(contiguous: bool):
         else:  # same values, transposed / strided storage
             # column-major matrices, every other element of a vector
             strides = (1, value.shape[0]) if value.dim() == 2 else (2,)
-            param = torch.empty_strided(value.shape, strides, dtype=value.dtype)
+            param = torch.empty_strided(value.shape, strides, dtype=value.dtype, device=device())
             param.copy_(value)
             assert not param.is_contiguous()
-        params.append(param.to(device()).requires_grad_())
+        params.append(param.to(device()).requires_grad_())  # (.to keeps a tensor already there as it is)
     return params
 
 
@@ -489,12 +495,7 @@ def test_loaded_python_number_steps_continue_exactly(case: Case) -> None:
             entry["step"] = float(entry["step"])
     if "step" in saved[GLOBAL_KEY]:
         saved[GLOBAL_KEY]["step"] = float(saved[GLOBAL_KEY]["step"])
-    model_b = clone_model(model)
-    loaded = case.cls(model_b.parameters(), **case.train_kwargs)
-    loaded.load_state_dict(saved)
-    train(model, optimizer, 3, start=3)
-    train(model_b, loaded, 3, start=3)
-    assert same_params(model, model_b)
+    assert_loaded_run_continues_exactly(case, model, optimizer, saved)
 
 
 # ---------------------------------------------------------------------------------------------- schedulers, SWA
@@ -527,12 +528,7 @@ def test_old_momentum_key_name_still_works(case: Case) -> None:
     saved = copy.deepcopy(optimizer.state_dict())
     for group in saved["param_groups"]:
         group["beta"] = group.pop("momentum")  # a checkpoint written before the key was renamed
-    model_b = clone_model(model)
-    loaded = case.cls(model_b.parameters(), **case.train_kwargs)
-    loaded.load_state_dict(saved)
-    train(model, optimizer, 3, start=3)
-    train(model_b, loaded, 3, start=3)
-    assert same_params(model, model_b)
+    assert_loaded_run_continues_exactly(case, model, optimizer, saved)
 
     model_c, model_d = make_model(), make_model()
     in_group = case.cls([{"params": list(model_c.parameters()), "beta": 0.8}], **case.train_kwargs)
