@@ -94,7 +94,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     needs_loss: ClassVar[bool] = False
     #: old names of param-group keys -> current names (old checkpoints and groups still load)
     legacy_group_keys: ClassVar[dict[str, str]] = {}
-    #: param-group keys that checkpoints of older versions may lack (filled from the defaults on load)
+    #: param-group keys that checkpoints of older versions may lack (taken from this optimizer's group on load)
     optional_group_keys: ClassVar[frozenset[str]] = frozenset()
     #: global scalars that may legitimately be +-inf (all others must be finite in a loaded state)
     infinite_global_keys: ClassVar[frozenset[str]] = frozenset()
