@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tunefree
-import tunefree.optim._core as core
+import tunefree.optim.kernels as kernels
 from tunefree import NonFiniteError
 
 from . import helpers
@@ -74,8 +74,8 @@ def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Both code paths of the kernels, on this device: the eager CPU one (cache-sized blocks, per-tensor
     ops) and the one a GPU or torch.compile takes (whole lists, flattened dot products)."""
     if request.param == "accelerator":
-        monkeypatch.setattr(core, "per_tensor_kernels", lambda device: False)
-        monkeypatch.setattr(core, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model
+        monkeypatch.setattr(kernels, "per_tensor_kernels", lambda device: False)
+        monkeypatch.setattr(kernels, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model
     return request.param
 
 

@@ -23,19 +23,16 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.elementwise import (
     advance_step_counters,
     bias_correction,
-    check_betas,
-    check_range,
     coupled_weight_decay,
     decoupled_weight_decay_,
-    divide_into_,
     new_step_counter,
 )
+from tunefree.optim.kernels import divide_into_
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["AGD"]
 

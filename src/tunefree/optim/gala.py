@@ -94,15 +94,9 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    LossLike,
-    TunefreeOptimizer,
-    check_betas,
-    check_range,
-    dot,
-)
+from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
+from tunefree.optim.kernels import dot
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["GALA"]
 

@@ -20,13 +20,9 @@ from typing import Any, Iterable, Literal, Optional
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
-    check_range,
-    coupled_weight_decay,
-)
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.elementwise import coupled_weight_decay
+from tunefree.optim.validation import check_range
 
 __all__ = ["RSGDM"]
 

@@ -23,18 +23,15 @@ from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.elementwise import (
     advance_step_counters,
     bias_correction,
-    check_betas,
-    check_range,
     coupled_weight_decay,
     decoupled_weight_decay_,
     new_step_counter,
 )
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["AlphaSchedule", "SMES"]
 
