@@ -1,4 +1,4 @@
-"""Learning-rate schedules (the secondary setting of notes/benchmarks.md 3c): run identity, validation,
+"""Learning-rate schedules (the protocol's secondary setting, docs/benchmark.md): run identity, validation,
 the lr the runner actually uses, the ledger column and its in-place migration, and sweeps that hold
 both settings in one ledger."""
 

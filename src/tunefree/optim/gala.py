@@ -25,13 +25,14 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
 * **reading**: the closure form above, not "reading B" (current parameters on the previous batch), which needs the
   previous batch and so cannot be driven by a torch closure.
 * **alignment** (option): ``"direction"`` (default) is the closure form, ``a_t = <g_t, u_{t-1}>``.
-  ``"same_batch"`` (SGD base only) is "reading A" in the closure form: ``a_t = <g_t, ghat_t>``, both gradients on
-  ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged and
-  ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is the
-  same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
+  ``"same_batch"`` (SGD base only) is "reading A" in the closure form: ``a_t = <g_t, ghat_t>``, both
+  gradients on ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged
+  and ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is
+  the same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
   ``buf ~ g / (1 - momentum)``, and the quadratic term must be that of the step actually taken: with
-  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured: docs/gala-measurements.md). Refused with Adam: ``<g, ghat>`` has
-  units of gradient^2 while Adam's ``u`` has none.
+  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured:
+  docs/gala-measurements.md). Refused with Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u``
+  has none.
 * **regulariser**: ``(delta/2)(eta - eta_0)^2``, default ``delta = 0`` (pure data from step 2 on; the
   initial learning rate is forgotten after the first feedback). ``delta`` has the units of ``b``
   (curvature x squared direction), so no scale-free default exists.
