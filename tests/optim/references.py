@@ -38,7 +38,8 @@ class Reference:
 
 def polyak_step_sizes(ref, P: float, N: float, rho: float) -> list[float]:
     """MoMo update (the authors' `Momo`) steps 6-10 (shared by MoMo and MoMo-Adam): the reset rule, the
-    truncated Polyak step capped by lr/rho, and the lower-bound update, group by group in order; returns one tau per group."""
+    truncated Polyak step capped by lr/rho, and the lower-bound update, group by group in order; returns
+    one tau per group."""
     taus = []
     for group in ref.groups:
         lr, wd = group["lr"], group["weight_decay"]
