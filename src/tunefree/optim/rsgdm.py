@@ -49,7 +49,7 @@ class RSGDM(TunefreeOptimizer):
     ``SGD(momentum=b, dampening=b)`` differs from ``RSGDM(lr, beta=b, correction=False)`` by
     ``lr * b^t * g_1`` in the momentum (torch starts its buffer at ``g_1``, not at 0).
 
-    UNVERIFIED choices (no official code; the equations come from a third-party page, rsgdm.md):
+    UNVERIFIED choices (no official code; the equations come from a third-party page):
 
     * The correction coefficient is ``beta`` (a full lag correction would use ``beta / (1 - beta)``).
     * First step (``first_step``): ``"zero_diff"`` (default) takes ``g_0 = g_1``, so ``dg_1 = 0`` and
