@@ -16,8 +16,8 @@ from conftest import make_tiny_task
 
 from tunefree.bench import Ledger, run_sweep, summarise, write_report
 from tunefree.bench import metrics as M
-from tunefree.bench import report as R
 from tunefree.bench.report import figures as RF
+from tunefree.bench.report import scoring as R
 from tunefree.bench.report import sections as RS
 
 STANDARD = [k / 2 for k in range(-4, 5)]

@@ -2,13 +2,14 @@
 
 Nothing here reads the ledger or runs anything: :func:`build_specs` expands optimizer x lr grid x seed;
 :func:`propose_grid_extension` and :func:`exponents_near_best` decide, from ``(lr_exp, final validation
-metric)`` pairs of one method, where the grid grows past an edge and where further seeds pay off; the
-``*_specs`` functions apply them to every (task, optimizer) of a sweep, given a lookup of its results.
+metric)`` pairs of one method, where the grid grows past an edge and where further seeds pay off; a
+:class:`SweepPlan` applies them to every (task, optimizer) of a sweep, given a lookup of its results.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from tunefree.bench.records import SUITE_EXPONENTS, RunSpec, canonical_kwargs, lr_grid, make_schedule
@@ -16,8 +17,8 @@ from tunefree.bench.resolve import code_version, resolve_optimizer
 from tunefree.bench.tasks.base import Budget, Task
 from tunefree.optim.registry import OptimizerInfo
 
-__all__ = ["build_specs", "propose_grid_extension", "exponents_near_best", "grid_step", "extension_specs",
-           "near_best_specs", "MethodResults"]
+__all__ = ["build_specs", "propose_grid_extension", "exponents_near_best", "grid_step", "SweepPlan",
+           "MethodResults"]
 
 #: ``(task, optimizer name, seeds) -> [(lr_exp, final validation metric or None)]`` of the stored runs of
 #: one method of this sweep (same code version, kwargs and schedule): how the planner sees the ledger
@@ -124,50 +125,47 @@ def grid_step(exponents: Sequence[float]) -> float:
     return min((b - a for a, b in zip(ordered, ordered[1:]) if b > a), default=0.5)
 
 
-def extension_specs(
-    results: MethodResults,
-    tasks: Sequence[tuple[Task, str]],
-    optimizers: Sequence[OptimizerInfo],
-    seeds: Sequence[int],
-    suite: str,
-    step: float,
-    optimizer_kwargs: dict[str, dict[str, Any]] | None,
-    versions: dict[str, str],
-    existing: Iterable[RunSpec],
-    schedule: str = "constant",
-) -> list[RunSpec]:
-    """Specs for the grid points :func:`propose_grid_extension` proposes for every (task, optimizer)
-    from its stored ``results``, less those already in ``existing``."""
-    known = {s.run_id for s in existing}
-    new: list[RunSpec] = []
-    for task, ref in tasks:
-        for entry in optimizers:
-            extra = propose_grid_extension(results(task, entry.name, seeds), task.higher_is_better, step=step)
-            for spec in build_specs(task, ref, [entry.name], seeds, suite, extra,
-                                    optimizer_kwargs, versions[task.name], schedule):
-                if spec.run_id not in known:
-                    new.append(spec)
-    return new
+@dataclass(frozen=True)
+class SweepPlan:
+    """What one sweep compares: its tasks (with the reference stored in their specs), optimizers, suite,
+    extra optimizer kwargs, learning-rate schedule and the code version of each task. Its methods turn
+    seeds and stored results into run specs; they read nothing and run nothing."""
 
+    tasks: tuple[tuple[Task, str], ...]
+    optimizers: tuple[OptimizerInfo, ...]
+    suite: str
+    versions: dict[str, str]
+    optimizer_kwargs: dict[str, dict[str, Any]] | None = None
+    schedule: str = "constant"
 
-def near_best_specs(
-    results: MethodResults,
-    tasks: Sequence[tuple[Task, str]],
-    optimizers: Sequence[OptimizerInfo],
-    seeds: Sequence[int],
-    suite: str,
-    radius: float,
-    optimizer_kwargs: dict[str, dict[str, Any]] | None,
-    versions: dict[str, str],
-    schedule: str = "constant",
-) -> list[RunSpec]:
-    """Specs of ``seeds[1:]`` at the exponents within ``radius`` decades of each (task, optimizer)'s best
-    point of ``seeds[0]``."""
-    new: list[RunSpec] = []
-    for task, ref in tasks:
-        for entry in optimizers:
-            near = exponents_near_best(results(task, entry.name, seeds[:1]), task.higher_is_better, radius)
-            if near:
-                new += build_specs(task, ref, [entry.name], seeds[1:], suite, near,
-                                   optimizer_kwargs, versions[task.name], schedule)
-    return new
+    def specs(self, seeds: Sequence[int], exponents: Sequence[float]) -> list[RunSpec]:
+        """The whole grid: every task x optimizer x exponent x seed."""
+        return self._specs_at(lambda task, entry: exponents, seeds)
+
+    def extension_specs(
+        self, results: MethodResults, seeds: Sequence[int], step: float, existing: Iterable[RunSpec]
+    ) -> list[RunSpec]:
+        """Specs for the grid points :func:`propose_grid_extension` proposes for every (task, optimizer)
+        from its stored ``results`` of ``seeds``, less those already in ``existing``."""
+        known = {s.run_id for s in existing}
+        new = self._specs_at(lambda task, entry: propose_grid_extension(
+            results(task, entry.name, seeds), task.higher_is_better, step=step), seeds)
+        return [spec for spec in new if spec.run_id not in known]
+
+    def near_best_specs(self, results: MethodResults, seeds: Sequence[int], radius: float) -> list[RunSpec]:
+        """Specs of ``seeds[1:]`` at the exponents within ``radius`` decades of each (task, optimizer)'s
+        best point of ``seeds[0]``."""
+        return self._specs_at(lambda task, entry: exponents_near_best(
+            results(task, entry.name, seeds[:1]), task.higher_is_better, radius), seeds[1:])
+
+    def _specs_at(
+        self, exponents_of: Callable[[Task, OptimizerInfo], Sequence[float]], seeds: Sequence[int]
+    ) -> list[RunSpec]:
+        specs: list[RunSpec] = []
+        for task, ref in self.tasks:
+            for entry in self.optimizers:
+                exps = exponents_of(task, entry)
+                if exps:
+                    specs += build_specs(task, ref, [entry.name], seeds, self.suite, exps,
+                                         self.optimizer_kwargs, self.versions[task.name], self.schedule)
+        return specs

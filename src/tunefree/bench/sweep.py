@@ -24,14 +24,7 @@ import torch
 
 from tunefree.bench.executors import Executor, SerialExecutor, make_executor
 from tunefree.bench.ledger import Ledger
-from tunefree.bench.plan import (
-    build_specs,
-    exponents_near_best,
-    extension_specs,
-    grid_step,
-    near_best_specs,
-    propose_grid_extension,
-)
+from tunefree.bench.plan import SweepPlan, build_specs, exponents_near_best, grid_step, propose_grid_extension
 from tunefree.bench.records import (
     DEFAULT_SEEDS,
     DEFAULT_WARMUP,
@@ -169,9 +162,8 @@ def run_sweep(
             "python": platform.python_version(), "torch": torch.__version__,
         })
         versions = {obj.name: code_version(obj) for obj, _ in resolved}
-        specs = [s for obj, ref in resolved
-                 for s in build_specs(obj, ref, names, grid_seeds, suite, exps, optimizer_kwargs,
-                                      versions[obj.name], schedule)]
+        plan = SweepPlan(tuple(resolved), tuple(entries), suite, versions, optimizer_kwargs, schedule)
+        specs = plan.specs(grid_seeds, exps)
         summary.total = len(specs)
         if schedule != "constant":
             log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
@@ -198,16 +190,14 @@ def run_sweep(
             execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
             if not extend:
                 break
-            new_specs = extension_specs(results, resolved, entries, grid_seeds, suite, step,
-                                        optimizer_kwargs, versions, specs, schedule)
+            new_specs = plan.extension_specs(results, grid_seeds, step, specs)
             if not new_specs:
                 break
             specs += new_specs
             summary.total = len(specs)
 
         if seeds_near_best is not None and len(seed_list) > 1:
-            more = near_best_specs(results, resolved, entries, seed_list, suite, seeds_near_best,
-                                   optimizer_kwargs, versions, schedule)
+            more = plan.near_best_specs(results, seed_list, seeds_near_best)
             done = ledger.finished_ids(include_errors=not retry_errors)
             todo = [s for s in more if s.run_id not in done]
             summary.total += len(more)

@@ -14,25 +14,10 @@ from pathlib import Path
 
 from tunefree.bench.ledger import Ledger
 from tunefree.bench.report.document import to_html, to_markdown
-from tunefree.bench.report.scoring import (
-    BEST_OF,
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
-    HIT_WITHIN,
-    PROFILE_TAU_MAX,
-    TARGET,
-    OptimizerSummary,
-    TaskSummary,
-    schedule_label,
-    summarise,
-    trials_profile,
-    w95_interval,
-)
+from tunefree.bench.report.scoring import OptimizerSummary, TaskSummary, summarise
 from tunefree.bench.report.sections import report_blocks
 
-__all__ = ["BEST_OF", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "HIT_WITHIN", "PROFILE_TAU_MAX", "TARGET",
-           "OptimizerSummary", "TaskSummary", "schedule_label", "summarise", "trials_profile", "w95_interval",
-           "write_report"]
+__all__ = ["OptimizerSummary", "TaskSummary", "summarise", "write_report"]
 
 
 def write_report(folder: str | Path) -> Path:
