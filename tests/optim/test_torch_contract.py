@@ -77,6 +77,9 @@ def test_copy_mid_run_continues_exactly(case: Case, how: str) -> None:
     else:
         model_copy, copied = pickle.loads(pickle.dumps((model, optimizer)))
     assert copied.nonfinite == "skip"
+    public = {k for k in vars(optimizer) if not k.startswith("_")}
+    assert public <= set(vars(copied)), "a public attribute was lost"
+    assert repr(copied) == repr(optimizer)
     assert copied.global_state.keys() == optimizer.global_state.keys()
     assert all(torch.equal(copied.global_state[k], v) for k, v in optimizer.global_state.items())
     assert copied.stats.keys() == optimizer.stats.keys()
@@ -607,6 +610,19 @@ def test_momo_lr_inf_is_the_uncapped_method(case: Case) -> None:
     assert all(torch.isfinite(p).all() for p in model_a.parameters())
     with pytest.raises(ValueError, match="lr=inf.*weight_decay"):
         case.cls(make_model().parameters(), lr=math.inf, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name.startswith("momo")], ids=str)
+def test_momo_infinite_lower_bound_state_loads(case: Case) -> None:
+    """lower_bound=-inf (MoMo is then SGD-M / Adam) is a legitimate infinite global scalar."""
+    model, optimizer = build(case, lower_bound=-math.inf)
+    train(model, optimizer, 3)
+    assert optimizer.global_state["lower_bound"] == -math.inf
+    assert_loaded_run_continues_exactly(case, model, optimizer, state_snapshot(optimizer))
+    saved = state_snapshot(optimizer)
+    saved[GLOBAL_KEY]["loss_avg"] = torch.full_like(saved[GLOBAL_KEY]["loss_avg"], math.inf)
+    with pytest.raises(ValueError, match="loss_avg"):
+        case.cls(clone_model(model).parameters(), **case.train_kwargs).load_state_dict(saved)
 
 
 def _corrupt(saved: dict, defect: str) -> bool:

@@ -61,6 +61,7 @@ class _MoMoFamily(TunefreeOptimizer):
     #: hyperparameters of the one global loss model: every param group must agree on them
     _shared_keys: tuple[str, ...] = ("lower_bound", "estimate_lower_bound")
     _bias_corrected: bool
+    infinite_global_keys = frozenset({"lower_bound"})  # lower_bound=-inf: the cap is always active
 
     def validate_group(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
