@@ -1,4 +1,4 @@
-"""Plain per-tensor references of SMES, AGD and RSGDM, written from shared/algorithms/{smes,agd,rsgdm}.md.
+"""Plain per-tensor references of SMES, AGD and RSGDM, written from the papers' update rules (not from tunefree's code).
 
 Straight transcriptions of the specs' step lists: one tensor at a time, Python-float scalars computed in
 float64 from Python-int step counters, no foreach ops and nothing from tunefree.
@@ -31,9 +31,10 @@ def _alpha_value(alpha, k: int) -> float:
 
 
 class SMESReference(Reference):
-    """smes.md §3 steps 1-5 (and §9 for padam_compat); lr_scaling="rms" multiplies ``vhat^alpha`` by
+    """SMES update steps 1-5 (and the Padam-compatible variant for padam_compat); lr_scaling="rms"
+    multiplies ``vhat^alpha`` by
     ``mean(vhat)^(1/2 - alpha)``, the mean over the tensor's elements after the update; "initial" by
-    ``v_ref^(1/2 - alpha)``, ``v_ref`` the mean of the squared gradients of all parameters at the first step."""
+    ``v_ref^(1/2 - alpha)``, ``v_ref`` the mean of the squared gradients of the group's parameters at the first step."""
 
     def __init__(self, groups, lr=1e-3, alpha=0.25, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, allow_any_alpha=False, padam_compat=False, lr_scaling=None):
@@ -50,10 +51,12 @@ class SMESReference(Reference):
         self.k += 1
         a = _alpha_value(self.alpha, self.k)
         self.last_alpha = a
-        if self.v_ref is None and self.scaling == "initial":
-            grads = [p.grad.double() for _, p in self.params()]
-            mean = sum(float((g * g).sum()) for g in grads) / sum(g.numel() for g in grads)
-            self.v_ref = mean if mean > 0 else 1.0
+        if self.v_ref is None and self.scaling == "initial":  # per param group, at the first step
+            self.v_ref = {}
+            for group_index, group in enumerate(self.groups):
+                grads = [p.grad.double() for p in group["params"] if p.grad is not None]
+                mean = sum(float((g * g).sum()) for g in grads) / sum(g.numel() for g in grads)
+                self.v_ref[group_index] = mean if mean > 0 else 1.0
         for group, p in self.params():
             lr, wd = group["lr"], group["weight_decay"]
             state = self.state.setdefault(id(p), {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
@@ -83,12 +86,12 @@ class SMESReference(Reference):
                 vbar = float(vhat.double().mean())
                 powered = powered * (vbar ** (0.5 - a) if vbar > 0 else 1.0)
             elif self.scaling == "initial":
-                powered = powered * self.v_ref ** (0.5 - a)
+                powered = powered * self.v_ref[next(i for i, g in enumerate(self.groups) if g is group)] ** (0.5 - a)
             p.sub_(lr * mhat / (powered + self.eps))
 
 
 class AGDReference(Reference):
-    """agd.md §3 steps 1-7, with the two-moment definition of s_t (a copy of m_{t-1}), as the code has it."""
+    """AGD update steps 1-7, with the two-moment definition of s_t (a copy of m_{t-1}), as the code has it."""
 
     def __init__(self, groups, lr=1e-3, betas=(0.9, 0.999), delta=1e-5, weight_decay=0.0,
                  decoupled_weight_decay=True, fixed_decay=False, amsgrad=False, clip=None):
@@ -140,7 +143,7 @@ class AGDReference(Reference):
 
 
 class RSGDMReference(Reference):
-    """rsgdm.md §3 steps 1-7 in the naive three-buffer form (m, z, g_prev)."""
+    """RSGDM update steps 1-7 in the naive three-buffer form (m, z, g_prev)."""
 
     def __init__(self, groups, lr=1.0, beta=0.9, weight_decay=0.0, first_step="zero_diff", correction=True):
         super().__init__(groups, lr=lr, weight_decay=weight_decay)

@@ -2,24 +2,32 @@
 
 An optimizer module holds its math and little else; everything a real training loop needs lives here:
 
-* **argument validation** (:func:`check_range`, :func:`check_betas`) with errors that name the argument
-  and its allowed range;
+* **argument validation** through :mod:`tunefree.optim.validation`;
 * **loss intake**: ``step(closure)``, ``step(loss=...)`` (also through ``GradScaler.step(opt, loss=...)``)
   and :meth:`TunefreeOptimizer.observe_loss` followed by a bare ``step()`` (HF Trainer, Lightning fp16);
 * **multi-tensor execution**: :meth:`TunefreeOptimizer.buckets` groups a param group's tensors by device and
-  dtype so that a kernel runs ``torch._foreach_*`` ops over each bucket;
+  dtype so that a kernel runs ``torch._foreach_*`` ops (:mod:`tunefree.optim.kernels`) over each bucket,
+  with :mod:`tunefree.optim._dtensor` covering what DTensor cannot shard;
 * **global reductions**: :meth:`TunefreeOptimizer.reduce` packs a step's partial sums (and the loss) into
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
   estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
 * **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
-* **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state.
+* **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state;
+* **torch's optimizer contract** (docs/contract.md): a step without gradients is a no-op, complex
+  parameters behave as their ``torch.view_as_real``, ``deepcopy``/``pickle`` keep everything ``step()``
+  needs, hooks see the whole state, and ``load_state_dict`` refuses a foreign, truncated or non-finite
+  state with the optimizer left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import numbers
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional, Sequence, Union
 
@@ -27,27 +35,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = [
-    "Bucket",
-    "CPU_BLOCK_NUMEL",
-    "NonFiniteError",
-    "TunefreeOptimizer",
-    "advance_step_counters",
-    "bias_correction",
-    "block_numel",
-    "cache_blocks",
-    "check_betas",
-    "check_range",
-    "coupled_weight_decay",
-    "decoupled_weight_decay_",
-    "divide_into_",
-    "dot",
-    "local_tensor",
-    "per_tensor_kernels",
-    "sub_scaled_",
-    "sum_of_dots",
-    "new_step_counter",
-]
+from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
+from tunefree.optim.elementwise import new_step_counter
+from tunefree.optim.kernels import CPU_BLOCK_NUMEL, as_real, block_numel, cache_blocks, local_tensor
+from tunefree.optim.validation import check_range
+
+__all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 
 NonFinitePolicy = Literal["raise", "skip", "off"]
 LossLike = Union[Tensor, float]
@@ -60,197 +53,23 @@ _GLOBAL_KEY = "tunefree_global_state"
 class NonFiniteError(FloatingPointError):
     """A loss or gradient was NaN/Inf; the step was refused and nothing was changed."""
 
-
-def check_range(
-    owner: str,
-    name: str,
-    value: float,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
-) -> float:
-    """Return ``float(value)`` or raise ``ValueError`` naming ``name`` and its allowed interval."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}") from None
-    above = number >= low if low_inclusive else number > low
-    below = number <= high if high_inclusive else number < high
-    if math.isnan(number) or not (above and below):
-        interval = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
-        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
-    return number
-
-
-def check_betas(owner: str, betas: Sequence[float], name: str = "betas") -> tuple[float, float]:
-    """Validate an Adam-style pair of EMA factors, each in [0, 1)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{owner}: {name} must be a pair (beta1, beta2), got {betas!r}")
-    return (
-        check_range(owner, f"{name}[0]", betas[0], 0.0, 1.0, high_inclusive=False),
-        check_range(owner, f"{name}[1]", betas[1], 0.0, 1.0, high_inclusive=False),
-    )
-
-
-def local_tensor(tensor: Tensor) -> Tensor:
-    """The process-local part of ``tensor`` (a DTensor's shard; a plain tensor itself)."""
-    to_local = getattr(tensor, "to_local", None)
-    return to_local() if to_local is not None else tensor
-
-
-def dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
-    """Inner product of the local parts of ``a`` and ``b``, accumulated in ``dtype`` (at least fp32).
-
-    Low-precision tensors are upcast first: a bf16 dot product would round the partial sums that the
-    adaptive step sizes depend on.
-    """
-    a, b = local_tensor(a), local_tensor(b)
-    if a.dtype != dtype:
-        a, b = a.to(dtype), b.to(dtype)
-    return torch.dot(a.reshape(-1), b.reshape(-1))
-
-
-#: Elements per concatenated chunk of :func:`sum_of_dots` off the CPU block path (64 MiB per fp32 list).
-FLAT_CHUNK_NUMEL = 1 << 24
-
-
-def per_tensor_kernels(device: torch.device) -> bool:
-    """Whether ops may run tensor by tensor on ``device``: true on the eager CPU path, whose blocks are
-    cache-sized, and false on a GPU or under ``torch.compile``, where one launch per tensor costs more
-    than the arithmetic (a ResNet-18 has 62 tensors; each launch is several microseconds)."""
-    return device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def sum_of_dots(a: Sequence[Tensor], b: Optional[Sequence[Tensor]], dtype: torch.dtype) -> Tensor:
-    """``sum_i <a_i, b_i>`` over the local parts, accumulated in ``dtype`` (0-dim); ``b=None``: ``sum_i ||a_i||^2``.
-
-    On the CPU block path one dot per tensor. Elsewhere the tensors are flattened into chunks of about
-    :data:`FLAT_CHUNK_NUMEL` elements and each chunk is one dot: a copy of the chunk costs far less on a
-    GPU than a kernel launch per tensor. A squared norm concatenates once.
-    """
-    if not a:
-        raise ValueError("sum_of_dots: empty tensor lists")
-    a, b_list = [local_tensor(t) for t in a], (None if b is None else [local_tensor(t) for t in b])
-    if per_tensor_kernels(a[0].device):
-        pairs = zip(a, b_list if b_list is not None else a)
-        return torch.stack([dot(x, y, dtype) for x, y in pairs]).sum()
-
-    def flat(tensors: list[Tensor]) -> Tensor:
-        joined = tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
-        return joined if joined.dtype == dtype else joined.to(dtype)
-
-    partials: list[Tensor] = []
-    start, filled = 0, 0
-    for i, tensor in enumerate(a):
-        filled += tensor.numel()
-        if filled >= FLAT_CHUNK_NUMEL or i == len(a) - 1:
-            left = flat(a[start:i + 1])
-            right = left if b_list is None else flat(b_list[start:i + 1])
-            partials.append(torch.dot(left, right))
-            start, filled = i + 1, 0
-    return partials[0] if len(partials) == 1 else torch.stack(partials).sum()
-
-
-def divide_into_(numerators: Sequence[Tensor], denominators: Sequence[Tensor]) -> None:
-    """``denominators[i] <- numerators[i] / denominators[i]`` in place (IEEE division, no reciprocal).
-
-    torch has no in-place foreach op for this direction: on the CPU block path one ``div(out=)`` per
-    tensor, elsewhere one foreach division into temporaries and one foreach copy back."""
-    if per_tensor_kernels(denominators[0].device):
-        for numerator, denominator in zip(numerators, denominators):
-            torch.div(numerator, denominator, out=denominator)
-    else:
-        torch._foreach_copy_(denominators, torch._foreach_div(numerators, denominators))
-
-
-def sub_scaled_(params: Sequence[Tensor], direction: Sequence[Tensor], scale: Tensor) -> None:
-    """``params[i] -= scale * direction[i]`` for a 0-dim tensor ``scale`` on the parameters' device.
-
-    A list of 0-dim tensors takes torch's per-tensor slow path on a GPU, so off the CPU block path the
-    product goes through the single-tensor foreach overload; both round ``scale * d`` once, then subtract.
-    """
-    if per_tensor_kernels(params[0].device):
-        torch._foreach_addcmul_(params, direction, [scale] * len(direction), value=-1)
-    else:
-        torch._foreach_sub_(params, torch._foreach_mul(direction, scale))
-
-
 @dataclass
 class Bucket:
     """The tensors of one param group that share a device and dtype, with their state aligned.
 
-    ``state[key][i]`` is the state tensor ``key`` of ``params[i]``.
+    ``state[key][i]`` is the state tensor ``key`` of ``params[i]``. A complex parameter enters as its
+    ``torch.view_as_real`` (``params``, ``grads`` and its complex state entries alike), so every kernel
+    sees real tensors and a complex parameter behaves exactly as its real view, as in ``torch.optim``;
+    ``sources[i]`` is the parameter itself (the key of ``optimizer.state`` and of ``p.grad``).
     """
 
     group: dict[str, Any]
     #: position of ``group`` in ``param_groups`` (set by :meth:`TunefreeOptimizer.all_buckets`)
     group_index: int = 0
     params: list[Tensor] = field(default_factory=list)
+    sources: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     state: dict[str, list[Tensor]] = field(default_factory=dict)
-
-
-def _layout(param: Tensor) -> str:
-    """How ``param`` lies across ranks: "sharded" (only Shard placements), "replicated" (a plain tensor or
-    a DTensor without Shard placements) or "mixed" (e.g. HSDP's (Replicate, Shard))."""
-    placements = getattr(param, "placements", None)
-    if placements is None or not any(p.is_shard() for p in placements):
-        return "replicated"
-    return "sharded" if all(p.is_shard() for p in placements) else "mixed"
-
-
-def _is_dtensor(tensor: Any) -> bool:
-    return isinstance(tensor, Tensor) and hasattr(tensor, "device_mesh") and hasattr(tensor, "to_local")
-
-
-def _localise(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return local_tensor(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(local_tensor(v) if isinstance(v, Tensor) else v for v in value)
-    return value
-
-
-class _LocalShardFallback(torch.overrides.TorchFunctionMode):
-    """Runs a ``torch._foreach_*`` op on the local shards of its DTensor arguments when DTensor has no
-    sharding rule for it (torch 2.13 has none for e.g. ``_foreach_copy_``) or its lists mix DTensors with
-    plain tensors.
-
-    Active only inside ``step()`` of an optimizer with DTensor parameters (FSDP2). Every other op, and
-    every foreach op that DTensor supports, runs unchanged. Foreach ops are elementwise, so the local
-    shards are all they touch: in-place ops write through to the DTensors; new tensors are wrapped back
-    as DTensors with the mesh and placements of the matching input.
-    """
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if not name.startswith("_foreach_"):
-            return func(*args, **kwargs)
-        try:
-            return func(*args, **kwargs)
-        except (NotImplementedError, RuntimeError) as error:
-            # No sharding rule, or a list mixing DTensors and plain tensors (DTensor refuses both).
-            if not isinstance(error, NotImplementedError) and "mixed torch.Tensor and DTensor" not in str(error):
-                raise
-            templates = next(
-                (a for a in args if isinstance(a, (list, tuple)) and any(_is_dtensor(t) for t in a)), None
-            )
-            if templates is None:
-                raise
-        with torch.no_grad():
-            out = func(*[_localise(a) for a in args], **{k: _localise(v) for k, v in kwargs.items()})
-        if name.endswith("_") or not isinstance(out, (list, tuple)):
-            return out
-        from torch.distributed.tensor import DTensor
-
-        return [
-            DTensor.from_local(o, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
-            if _is_dtensor(t) and isinstance(o, Tensor) and o.shape == local_tensor(t).shape else o
-            for o, t in zip(out, templates)
-        ]
 
 
 class TunefreeOptimizer(torch.optim.Optimizer):
@@ -273,6 +92,15 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     """
 
     needs_loss: ClassVar[bool] = False
+    #: old names of param-group keys -> current names (old checkpoints and groups still load)
+    legacy_group_keys: ClassVar[dict[str, str]] = {}
+    #: param-group keys that checkpoints of older versions may lack (taken from this optimizer's group on load)
+    optional_group_keys: ClassVar[frozenset[str]] = frozenset()
+    #: hyperparameters added after a release, with the value every older checkpoint ran with: a saved group
+    #: without the key loads with this value, so that it resumes with the math it was trained with
+    legacy_group_values: ClassVar[dict[str, Any]] = {}
+    #: global scalars that may legitimately be +-inf (all others must be finite in a loaded state)
+    infinite_global_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -314,13 +142,36 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its hyperparameters are validated like the constructor's (the group is not added
-        when they are invalid)."""
+        when they are invalid). Empty groups are allowed anywhere, as in ``torch.optim``.
+
+        A tensor ``lr`` is accepted and stored as a Python float: tunefree reads ``lr`` on the host, and a
+        float keeps ``step()`` free of device synchronisation (a later in-place change of the tensor passed
+        in is not seen; schedulers write the group's value and work as usual).
+        """
+        if isinstance(param_group, dict):
+            param_group = self._with_current_keys(param_group)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
         try:
-            self.validate_group(self.param_groups[-1])
+            if isinstance(group.get("lr"), Tensor):
+                group["lr"] = check_range(type(self).__name__, "lr", group["lr"], finite=False)
+            self.validate_group(group)
         except ValueError:
             self.param_groups.pop()
             raise
+
+    def _with_current_keys(self, group: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``group`` with old hyperparameter names (:attr:`legacy_group_keys`) renamed."""
+        renamed = dict(group)
+        for old, new in self.legacy_group_keys.items():
+            if old in renamed:
+                if new in renamed:
+                    raise ValueError(
+                        f"{type(self).__name__}: a param group sets both {old!r} and {new!r}, which name the same "
+                        f"hyperparameter ({old!r} is its old name); keep only {new!r}"
+                    )
+                renamed[new] = renamed.pop(old)
+        return renamed
 
     # ------------------------------------------------------------------ loss intake
     def observe_loss(self, loss: LossLike) -> None:
@@ -380,6 +231,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             self._observed_loss = None
         if loss_tensor is None and self.needs_loss:
             raise self._missing_loss_error()
+        if not self._has_gradients():
+            return returned  # torch's contract: no gradient anywhere, no change anywhere (counters included)
 
         with torch.no_grad():
             if self.nonfinite != "off" and not torch.compiler.is_compiling():
@@ -398,13 +251,31 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 self.update(loss_tensor, closure)
         return returned
 
+    def _has_gradients(self) -> bool:
+        """Whether any parameter has a gradient; a sparse gradient raises (before the NaN/Inf check, whose
+        norms do not exist for sparse tensors, so the message is the same under every ``nonfinite``)."""
+        found = False
+        for group in self.param_groups:
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                if grad.layout != torch.strided:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients (a parameter of shape "
+                        f"{tuple(param.shape)} has a {grad.layout} gradient); use dense gradients (e.g. "
+                        f"nn.Embedding(..., sparse=False)) or torch.optim.SparseAdam for that parameter"
+                    )
+                found = True
+        return found
+
     def _dtensor_fallback(self) -> Any:
-        """Foreach ops that DTensor cannot shard run on local shards (see :class:`_LocalShardFallback`)."""
+        """Foreach ops that DTensor cannot shard run on local shards (see :class:`LocalShardFallback`)."""
         if torch.compiler.is_compiling() or not any(
-            _is_dtensor(p) for group in self.param_groups for p in group["params"]
+            is_dtensor(p) for group in self.param_groups for p in group["params"]
         ):
             return contextlib.nullcontext()
-        return _LocalShardFallback()
+        return LocalShardFallback()
 
     def _all_finite(self, loss: Optional[Tensor]) -> bool:
         """One fused check of the loss and every gradient (a single host synchronisation).
@@ -440,17 +311,17 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             grad = param.grad
             if grad is None:
                 continue
-            if grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[param]
             if not state:
                 state.update(self.init_param_state(param, grad, group))
+            real = as_real(param)
             # DTensors and plain tensors never share a foreach list (DTensor ops refuse mixed lists).
-            bucket = by_key.setdefault((param.device, param.dtype, _is_dtensor(param)), Bucket(group))
-            bucket.params.append(param)
-            bucket.grads.append(grad)
+            bucket = by_key.setdefault((param.device, real.dtype, is_dtensor(param)), Bucket(group))
+            bucket.sources.append(param)
+            bucket.params.append(real)
+            bucket.grads.append(as_real(grad))
             for key, value in state.items():
-                bucket.state.setdefault(key, []).append(value)
+                bucket.state.setdefault(key, []).append(as_real(value))
         return list(by_key.values())
 
     def all_buckets(self) -> list[Bucket]:
@@ -507,11 +378,14 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ global scalars
     def scalar_device_dtype(self) -> tuple[torch.device, torch.dtype]:
-        """Where the global scalars live: the first parameter's device, in fp64 for fp64 models else fp32."""
-        first = self.param_groups[0]["params"][0]
-        dtypes = {p.dtype for g in self.param_groups for p in g["params"]}
+        """Where the global scalars live: the first parameter's device, in fp64 for fp64 (or complex128)
+        models else fp32. Empty param groups are skipped; an optimizer without parameters uses the CPU."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not params:
+            return torch.device("cpu"), torch.float32
+        dtypes = {p.dtype.to_real() if p.is_complex() else p.dtype for p in params}
         dtype = torch.float64 if torch.float64 in dtypes else torch.float32
-        return first.device, dtype
+        return params[0].device, dtype
 
     def publish_stats(self, **values: Tensor) -> None:
         """Replace :attr:`stats` with ``values`` (0-dim tensors). The dict object itself is kept: a
@@ -555,7 +429,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             world = dist.get_world_size(group)
             if world > 1:
                 n_sums = len(partial_sums)
-                layouts = {_layout(p) for g in self.param_groups for p in g["params"]}
+                layouts = {layout(p) for g in self.param_groups for p in g["params"]}
                 if len(layouts) > 1 or "mixed" in layouts:
                     # Summing would count replicated parts once per rank: refuse rather than be wrong.
                     raise NotImplementedError(
@@ -577,145 +451,233 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             return packed, None
         return packed[:-1], packed[-1]
 
+    # ------------------------------------------------------------------ copies and pickling
+    def _portable_state(self, keep_process_group: bool) -> dict[str, Any]:
+        """``__dict__`` without what cannot or need not travel: hooks (torch drops them too) and the CPU
+        path's scratch buffers (rebuilt on demand). ``global_state``, ``stats``, the NaN/Inf policy, an
+        observed loss and a subclass's attributes all stay."""
+        state = {
+            key: value for key, value in self.__dict__.items()
+            if not key.startswith("_optimizer_") and key != "_scratch"
+        }
+        if not keep_process_group and not isinstance(self.process_group, str):
+            warnings.warn(
+                f"{type(self).__name__}: an explicit process group cannot be pickled; the unpickled optimizer "
+                f"uses process_group='auto' (the default group once torch.distributed is initialised). Set "
+                f"optimizer.process_group again after unpickling if that is not the group you want.",
+                stacklevel=3,
+            )
+            state["process_group"] = "auto"
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything ``step()`` needs (torch's own ``Optimizer.__getstate__`` keeps only ``defaults``,
+        ``state`` and ``param_groups``). An explicit ``ProcessGroup`` cannot be pickled: it becomes
+        ``"auto"``, with a warning; :meth:`__deepcopy__` keeps it (shared, not copied)."""
+        return self._portable_state(keep_process_group=False)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # torch's load_state_dict also calls this, with only "state" and "param_groups": keep the rest.
+        super().__setstate__(state)
+        defaults: dict[str, Any] = dict(
+            nonfinite="raise", process_group="auto", global_state={}, stats={}, _observed_loss=None, _scratch={}
+        )
+        for key, value in defaults.items():
+            self.__dict__.setdefault(key, value)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "TunefreeOptimizer":
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        if not isinstance(self.process_group, str):
+            memo[id(self.process_group)] = self.process_group  # a communicator is shared, never copied
+        copied.__setstate__(copy.deepcopy(self._portable_state(keep_process_group=True), memo))
+        return copied
+
+    @contextlib.contextmanager
+    def _hooks_suspended(self, *names: str) -> Iterator[None]:
+        """Run torch's ``state_dict``/``load_state_dict`` without the hooks ``names``: tunefree runs them
+        itself, once its own part (the global scalars) is in place."""
+        saved = {name: self.__dict__[name] for name in names}
+        try:
+            for name in names:
+                self.__dict__[name] = OrderedDict()
+            yield
+        finally:
+            self.__dict__.update(saved)
+
     # ------------------------------------------------------------------ state_dict
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+        """torch's state_dict plus the global scalars; post hooks see (and may change) the whole of it."""
+        with self._hooks_suspended("_optimizer_state_dict_post_hooks"):
+            state = super().state_dict()
         state[_GLOBAL_KEY] = {key: value.clone() for key, value in self.global_state.items()}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state)
+            if result is not None:
+                state = result
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state saved by ``state_dict()``; a corrupt or mismatched one raises ``ValueError``."""
+        """Load a state saved by ``state_dict()``.
+
+        The whole state_dict is checked before anything changes; a foreign, truncated, malformed or
+        non-finite one raises ``ValueError`` saying what is wrong, and the optimizer stays as it was.
+        Load pre hooks run first (on a shallow copy, as in torch), post hooks last, after the global
+        scalars are restored. Old checkpoints load: renamed group keys are mapped, a Python-number
+        ``step`` becomes a tensor counter.
+        """
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"{name}.load_state_dict: expected a dict, got {type(state_dict).__name__}")
         state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
         global_state = state_dict.pop(_GLOBAL_KEY, None)
-        if global_state is None and state_dict["state"]:
-            raise ValueError(
-                f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
-                f"it was not saved by a tunefree optimizer"
-            )
-        previous = (self.state, self.param_groups)
-        super().load_state_dict(state_dict)
-        try:
-            self._check_loaded_state()
-        except ValueError:
-            self.state, self.param_groups = previous
-            raise
-        # torch leaves "step" entries on the device they were saved from (its own counters live on the
-        # CPU); tunefree's counters live beside their parameter, so a checkpoint can change devices.
+        state_dict["param_groups"] = self._checked_groups(state_dict["param_groups"])
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{name}.load_state_dict: 'state' must be a dict, got {type(saved_state).__name__}")
+        has_param_state = self._check_param_state(saved_state, state_dict["param_groups"])
+        if global_state is None:
+            if has_param_state:
+                raise ValueError(
+                    f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
+                    f"it was not saved by a tunefree optimizer"
+                )
+            global_state = {}
+        self._check_global_state(global_state)
+
+        with self._hooks_suspended("_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
+            super().load_state_dict(state_dict)
         for param, state in self.state.items():
+            if not (isinstance(param, Tensor) and isinstance(state, dict)):
+                continue  # entries of hooks or other tools, kept as torch keeps them
             step = state.get("step")
-            if isinstance(step, Tensor) and isinstance(param, Tensor) and step.device != param.device:
+            if isinstance(step, numbers.Real):
+                state["step"] = new_step_counter(param).fill_(float(step))
+            elif isinstance(step, Tensor) and step.device != param.device:
+                # torch leaves "step" on the device it was saved from (its own counters live on the CPU);
+                # tunefree's counters live beside their parameter, so a checkpoint can change devices.
                 state["step"] = step.to(param.device)
         device, dtype = self.scalar_device_dtype()
-        self.global_state = {
-            key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
-            for key, value in (global_state or {}).items()
-        }
+        restored = {}
+        for key, value in global_state.items():
+            if not isinstance(value, Tensor):
+                value = torch.tensor(float(value), dtype=torch.float64)
+            restored[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
+        self.global_state = restored
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
-    def _check_loaded_state(self) -> None:
-        for group in self.param_groups:
-            for param in group["params"]:
-                state = self.state.get(param)
-                if not state:
-                    continue
-                for key, value in state.items():
-                    if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
-                        raise ValueError(
-                            f"{type(self).__name__}.load_state_dict: state {key!r} has shape "
-                            f"{tuple(value.shape)} but its parameter has shape {tuple(param.shape)}"
-                        )
+    def _checked_groups(self, saved_groups: Any) -> list[dict[str, Any]]:
+        """Copies of the saved param groups with current key names, checked against this optimizer's."""
+        name = type(self).__name__
+        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, dict) for g in saved_groups):
+            raise ValueError(f"{name}.load_state_dict: 'param_groups' must be a list of dicts")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{name}.load_state_dict: the state_dict has {len(saved_groups)} param groups, this optimizer "
+                f"{len(self.param_groups)}"
+            )
+        groups = []
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            saved = self._with_current_keys(saved)
+            if len(saved.get("params", ())) != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: param group {index} has {len(saved.get('params', ()))} parameters "
+                    f"in the state_dict and {len(group['params'])} here"
+                )
+            for key, value in self.legacy_group_values.items():
+                saved.setdefault(key, value)  # a checkpoint from before the option ran with this value
+            for key in self.optional_group_keys:
+                if key in group:
+                    saved.setdefault(key, group[key])
+            # ("differentiable" is torch's: its __setstate__ adds it to the defaults)
+            missing = sorted(key for key in self.defaults if key not in saved and key != "differentiable")
+            if missing:
+                raise ValueError(
+                    f"{name}.load_state_dict: param group {index} lacks {missing}: the state_dict was saved by "
+                    f"another optimizer (its hyperparameters are {sorted(k for k in saved if k != 'params')})"
+                )
+            for key, value in saved.items():
+                if isinstance(value, float) and math.isnan(value):
+                    raise ValueError(f"{name}.load_state_dict: param group {index} has {key}=nan")
+            groups.append(saved)
+        return groups
 
+    def _check_param_state(self, saved_state: dict[Any, Any], saved_groups: list[dict[str, Any]]) -> bool:
+        """Check every saved per-parameter entry against what :meth:`init_param_state` creates for its
+        parameter (computed on the meta device: no memory); returns whether any entry is non-empty."""
+        name = type(self).__name__
+        owners = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for saved_id, param in zip(saved["params"], group["params"]):
+                owners[saved_id] = (param, saved)
+        found = False
+        for saved_id, entry in saved_state.items():
+            if saved_id not in owners:
+                continue  # not a parameter's entry (hooks may store their own), kept as torch does
+            where = f"{name}.load_state_dict: the state of parameter {saved_id}"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where} must be a dict of tensors, got {type(entry).__name__}")
+            if not entry:
+                continue
+            found = True
+            param, group = owners[saved_id]
+            expected = self._expected_param_state(param, group)
+            if expected is not None:
+                missing, extra = sorted(expected.keys() - entry.keys()), sorted(entry.keys() - expected.keys())
+                if missing or extra:
+                    raise ValueError(
+                        f"{where} has entries {sorted(entry)}, expected {sorted(expected)}: it is truncated or was "
+                        f"saved by another optimizer"
+                    )
+            for key, value in entry.items():
+                if key == "step" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+                    value = torch.tensor(float(value))
+                if not isinstance(value, Tensor):
+                    raise ValueError(f"{where}: {key!r} must be a tensor, got {type(value).__name__} ({value!r:.40})")
+                shape = expected[key].shape if expected is not None else (param.shape if value.dim() else ())
+                if value.shape != shape:
+                    raise ValueError(
+                        f"{where}: state {key!r} has shape {tuple(value.shape)} but should have shape {tuple(shape)} "
+                        f"(its parameter has shape {tuple(param.shape)})"
+                    )
+                local = local_tensor(value)  # a DTensor's shard: no collective for the check
+                if (local.is_floating_point() or local.is_complex()) and not bool(torch.isfinite(local).all()):
+                    raise ValueError(f"{where}: state {key!r} holds non-finite values (NaN/Inf); refusing to load it")
+        return found
 
-# ---------------------------------------------------------------------- elementwise (Adam-like) helpers
-# Shared by SMES, AGD and RSGDM: per-tensor step counters with bias corrections computed from them on the
-# device, coupled / decoupled weight decay, and cache-sized blocks for the CPU fast path.
+    def _expected_param_state(self, param: Tensor, group: dict[str, Any]) -> Optional[dict[str, Tensor]]:
+        """The state :meth:`init_param_state` would create for ``param`` under ``group``, as meta tensors
+        (None where a subclass's initialisation cannot run on the meta device)."""
+        meta = torch.empty(param.shape, dtype=param.dtype, device="meta")
+        try:
+            return self.init_param_state(meta, meta, group)
+        except Exception:  # noqa: BLE001 - only a best-effort template; the other checks still run
+            return None
 
-#: Elements per block of the CPU fast path (see :func:`cache_blocks`): ~1 MiB per fp32 list, so that the
-#: five or six lists an elementwise kernel touches stay in L2/L3 cache across its passes.
-CPU_BLOCK_NUMEL = 1 << 18
+    def _check_global_state(self, global_state: Any) -> None:
+        name = type(self).__name__
+        if not isinstance(global_state, dict):
+            raise ValueError(
+                f"{name}.load_state_dict: {_GLOBAL_KEY!r} must be a dict, got {type(global_state).__name__}"
+            )
+        for key, value in global_state.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = torch.tensor(float(value))
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise ValueError(f"{name}.load_state_dict: global state {key!r} must be a scalar, got {value!r:.40}")
+            if value.is_floating_point():
+                bad = bool(torch.isnan(value).any()) or (
+                    key not in self.infinite_global_keys and bool(torch.isinf(value).any())
+                )
+                if bad:
+                    raise ValueError(
+                        f"{name}.load_state_dict: global state {key!r} is {float(value)}; refusing to load it"
+                    )
 
-
-def new_step_counter(param: Tensor) -> Tensor:
-    """A per-tensor step counter: 0-dim, on ``param``'s device, float64 (float32 where the device has no
-    float64, e.g. MPS). Stored under the state key ``"step"`` so that ``load_state_dict`` keeps its dtype
-    (torch casts every other floating state entry to the parameter's dtype, and bf16 cannot count)."""
-    dtype = torch.float32 if param.device.type == "mps" else torch.float64
-    return torch.zeros((), dtype=dtype, device=param.device)
-
-
-def advance_step_counters(steps: list[Tensor]) -> Tensor:
-    """Add 1 to each per-tensor step counter (in place) and return them stacked, shape ``(n,)``.
-
-    The bias corrections of all tensors are then a few vectorised ops on this stack (no host sync); use
-    ``.unbind(0)`` to turn a per-tensor scalar vector into the list of 0-dim tensors that ``_foreach_*``
-    ops broadcast against their tensor lists.
-    """
-    torch._foreach_add_(steps, 1.0)
-    return torch.stack(steps)
-
-
-def bias_correction(steps: Tensor, beta: float) -> Tensor:
-    """``1 - beta**t`` elementwise for a vector of step counts (0 at ``t = 0``)."""
-    return 1.0 - torch.pow(beta, steps)
-
-
-def coupled_weight_decay(params: list[Tensor], grads: list[Tensor], weight_decay: float) -> list[Tensor]:
-    """``g + weight_decay * x`` as new tensors (L2 added to the gradient; ``p.grad`` is left untouched).
-    Returns ``grads`` itself when ``weight_decay`` is 0."""
-    if weight_decay == 0:
-        return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
-
-
-def decoupled_weight_decay_(params: list[Tensor], factor: float) -> None:
-    """``x <- factor * x`` in place (AdamW-style decay, ``factor = 1 - lr * weight_decay``); no-op at 1."""
-    if factor != 1.0:
-        torch._foreach_mul_(params, factor)
-
-
-def cache_blocks(lists: Sequence[Sequence[Tensor]], max_numel: Optional[int]) -> list[list[list[Tensor]]]:
-    """Cut aligned tensor lists into blocks of at most ``max_numel`` elements each.
-
-    ``lists[k][i]`` belongs to tensor ``i``; entries with the shape of ``lists[0][i]`` are cut into flat
-    slices (views, so in-place ops write through), other entries (per-tensor 0-dim scalars) are repeated
-    for every slice. A kernel that runs its ``_foreach_*`` passes block by block reads and writes main
-    memory about once per list instead of once per pass: on CPU each pass over a tensor larger than the
-    cache costs a full trip to memory, and each temporary a fresh page-faulting allocation.
-
-    ``max_numel=None`` returns one block holding the lists unchanged (GPU, ``torch.compile``).
-    """
-    if max_numel is None:
-        return [[list(tensors) for tensors in lists]]
-    blocks: list[list[list[Tensor]]] = []
-    current: list[list[Tensor]] = [[] for _ in lists]
-    filled = 0
-    for i in range(len(lists[0])):
-        # DTensors (FSDP2) are cut as their local shards: slicing a sharded DTensor would redistribute it
-        # into a copy, and in-place ops on that copy would never reach the parameter or its state.
-        entries = [local_tensor(tensors[i]) for tensors in lists]
-        lead = entries[0]
-        sliced = [e.shape == lead.shape for e in entries]
-        numel = lead.numel()
-        splittable = numel > max_numel and all(e.is_contiguous() for e, s in zip(entries, sliced) if s)
-        flat = [e.view(-1) if s else e for e, s in zip(entries, sliced)] if splittable else entries
-        start = 0
-        while start < numel:
-            stop = min(numel, start + max_numel) if splittable else numel
-            for k, (e, s) in enumerate(zip(flat, sliced)):
-                current[k].append(e[start:stop] if (s and splittable) else e)
-            filled += stop - start
-            start = stop
-            if filled >= max_numel:
-                blocks.append(current)
-                current, filled = [[] for _ in lists], 0
-    if current[0]:
-        blocks.append(current)
-    return blocks
-
-
-def block_numel(device: torch.device) -> Optional[int]:
-    """Block size for :func:`cache_blocks` on ``device``: :data:`CPU_BLOCK_NUMEL` for eager CPU steps,
-    None (no blocking: one multi-tensor launch per op is best there) on accelerators and when compiling."""
-    return CPU_BLOCK_NUMEL if per_tensor_kernels(device) else None

@@ -17,12 +17,12 @@ Regularized-Leader with the regulariser ``(delta/2)(eta - eta_0)^2`` has the clo
            \eta_t = \mathrm{clip}_{[\eta_{min}, \eta_{max}]}\Big(\frac{\delta \eta_0 + A_t}{\delta + B_t}\Big)
 
 (``eta_t = eta_{t-1}`` while ``delta + B_t = 0``; ``eta_1 = clip(eta_0)``). The base optimizer then steps
-with learning rate ``eta_t``. This is the form recommended for tunefree by the project's GALA spec (gala.md §13)
-(a generalisation of the third-party "reading A": the extra gradient is taken at the *previous parameters
-on the current batch*, which is what a standard torch closure can do). The paper's own practical
+with learning rate ``eta_t``. This is the form tunefree implements (call it the closure form; it
+generalises the third-party "reading A": the extra gradient is taken at the *previous parameters on the
+current batch*, which is what a standard torch closure can do). The paper's own practical
 algorithm could not be read; the following choices are **UNVERIFIED** against it:
 
-* **reading**: §13 above, not "reading B" (current parameters on the previous batch), which needs the
+* **reading**: the closure form above, not "reading B" (current parameters on the previous batch), which needs the
   previous batch and so cannot be driven by a torch closure.
 * **per-base defaults** (measured, docs/optimizers-defaults.md): ``base="sgd"`` defaults to
   ``alignment="start", curvature="rayleigh", lr_growth=2``; ``base="adam"`` keeps the paper form
@@ -30,19 +30,19 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
 * **alignment** (option): ``"start"`` (SGD default, tunefree's choice) is ``a_t = <ghat_t, u_{t-1}>``,
   the gradient at the *start* ``x_{t-1}`` of the step just taken (on the current batch), i.e. the point
   ``s = 0`` of the segment the paper's theory draws the alignment point from. ``"direction"`` (the default
-  before 0.2) is §13, ``a_t = <g_t, u_{t-1}>`` at the end point ``x_t``: for a quadratic
+  before 0.2) is the closure form, ``a_t = <g_t, u_{t-1}>`` at the end point ``x_t``: for a quadratic
   ``<g_t, u> = <g_{t-1}, u> - eta_{t-1} u^T H u``, so the step's own curvature term is already inside ``a``
   and is charged again by ``b``; the fixed point of ``A / B`` is then half the line-search rate. With
   ``"start"`` the surrogate is exactly the quadratic model of the step, ``A / B`` its line search.
   ``"same_batch"``
-  (SGD base only) is §4.2 "reading A" in this closure form: ``a_t = <g_t, ghat_t>``, both gradients on
+  (SGD base only) is "reading A" in this closure form: ``a_t = <g_t, ghat_t>``, both gradients on
   ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged and
   ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is the
   same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
   ``buf ~ g / (1 - momentum)``, and the quadratic term must be that of the step actually taken: with
   ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured on the
-  test MLP: lr 0.078, loss 15-41x tuned SGD-M, vs 0.031 and 1.15-1.28x with ``||u||^2``). Refused with
-  Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u`` has none (gala.md §4.2).
+  docs/gala-measurements.md). Refused with Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u``
+  has none.
 * **curvature** (option): ``"rayleigh"`` (default since 0.2, tunefree's choice) is the secant curvature
   along the step, ``L_t = <g_t - ghat_t, x_t - x_{t-1}> / ||x_t - x_{t-1}||^2`` (for a quadratic exactly
   the Rayleigh quotient ``u^T H u / ||u||^2`` that the surrogate's quadratic term needs), falling back to
@@ -66,13 +66,11 @@ algorithm could not be read; the following choices are **UNVERIFIED** against it
 * **the eta used at step t** already includes the feedback ``a_t, b_t`` measured at ``x_t`` (it is known
   before the step is taken).
 * **lower clip** ``lr_min = 0`` (as in the theory); ``lr_max = inf`` (the practical version drops it).
-* **an unmoved step reuses the last curvature** (a deliberate deviation from gala.md, which sets ``L_t = 0``
-  when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment still counts in
-  full (so ``eta`` can leave 0, as gala.md intends) but ``L_t = 0`` makes ``b_t = 0``, and the step back is
-  ``A / B`` with a ``B`` that never saw the current region. Measured on the test MLP from ``lr0 = 1`` (SGD
-  base, momentum 0): with ``L_t = 0`` eta went 0 -> 28 -> 8470 and the run diverged; with the last curvature
-  it went 0 -> 0.23 -> 0.095 and the run recovered (final loss 20x tuned SGD: the blow-up of the first steps
-  stays in ``A`` and ``B``).
+* **an unmoved step reuses the last curvature** (a deliberate deviation from the plain
+  reading ``L_t = 0`` when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment
+  still counts in full (so ``eta`` can leave 0, as intended) but ``L_t = 0`` would make ``b_t = 0``, and the
+  step back would be ``A / B`` with a ``B`` that never saw the current region; measured in
+  docs/gala-measurements.md.
 * **weight decay is decoupled** for both bases (``x <- (1 - lr wd) x - lr u``), also for SGD, whose torch
   convention couples it into the gradient: then ``g``, ``ghat`` and ``u`` are pure loss quantities and the
   alignment does not see the regulariser, while ``||x_t - x_{t-1}||`` is still the true distance moved.
@@ -121,15 +119,9 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    LossLike,
-    TunefreeOptimizer,
-    check_betas,
-    check_range,
-    dot,
-)
+from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
+from tunefree.optim.kernels import as_real, dot
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["GALA"]
 
@@ -139,6 +131,9 @@ Surrogate = Literal["sum", "normalised"]
 Curvature = Literal["norm", "rayleigh"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
 _GLOBAL_KEYS = ("base", "alignment", "surrogate", "curvature", "delta", "lr_min", "lr_max", "lr_growth")
+#: hyperparameters that only one base uses: the param groups of the other base do not carry them, so that
+#: torch's momentum-cycling schedulers cycle the key the base reads ("momentum" for SGD, "betas" for Adam)
+_BASE_ONLY_KEYS = {"sgd": ("betas", "eps"), "adam": ("momentum",)}
 
 
 class GALA(TunefreeOptimizer):
@@ -162,12 +157,16 @@ class GALA(TunefreeOptimizer):
         base: ``"sgd"`` (heavy-ball momentum, torch's convention) or ``"adam"``.
         momentum: SGD momentum factor in [0, 1) (``base="sgd"``).
         betas, eps: Adam's EMA factors and denominator constant (``base="adam"``).
+
+            Param groups carry only their base's keys (``momentum``, or ``betas`` and ``eps``), so
+            ``OneCycleLR`` / ``CyclicLR(cycle_momentum=True)`` cycle the factor the base actually uses; a
+            group that sets the other base's key is refused (``ValueError``).
         weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
         delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
         alignment: ``"start"`` (default with ``base="sgd"``: ``a_t = <ghat_t, u_{t-1}>``, any base),
-            ``"direction"`` (default with ``base="adam"``; the paper form, gala.md §13:
-            ``a_t = <g_t, u_{t-1}>``, any base) or ``"same_batch"`` (gala.md §4.2 reading
+            ``"direction"`` (default with ``base="adam"``; the paper form, the closure form:
+            ``a_t = <g_t, u_{t-1}>``, any base) or ``"same_batch"`` (reading
             A: ``a_t = <g_t, ghat_t>``; ``base="sgd"`` only, a ``ValueError`` with Adam).
         surrogate: ``"sum"`` (default, FTRL on the surrogates as they are) or ``"normalised"`` (each step's
             surrogate divided by ``||u_{t-1}||^2``).
@@ -201,6 +200,9 @@ class GALA(TunefreeOptimizer):
     ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
     ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
     """
+
+    # checkpoints from before the options ran the paper form
+    legacy_group_values = {"alignment": "direction", "surrogate": "sum", "curvature": "norm", "lr_growth": math.inf}
 
     def __init__(
         self,
@@ -236,6 +238,11 @@ class GALA(TunefreeOptimizer):
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
             surrogate=surrogate, curvature=curvature, lr_growth=lr_growth,
         )
+        # The constructor's values of both bases are checked (a typo fails even where the base ignores it);
+        # the groups then carry only the keys of their base.
+        self._check_base_hyperparameters(defaults)
+        for key in _BASE_ONLY_KEYS.get(base, ()):
+            del defaults[key]
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
         self._model: Optional[nn.Module] = None
@@ -252,6 +259,17 @@ class GALA(TunefreeOptimizer):
         )
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
+        if group["base"] != self.defaults["base"]:
+            raise ValueError(
+                f"{name}: base is global; pass it to the constructor, GALA(..., base={group['base']!r}), not in a "
+                f"param group (got {group['base']!r} in a group of a base={self.defaults['base']!r} optimizer)"
+            )
+        for key in _BASE_ONLY_KEYS[group["base"]]:
+            if key in group:
+                raise ValueError(
+                    f"{name}: {key} has no effect with base={group['base']!r} (it belongs to the other base); "
+                    f"remove it from the param group"
+                )
         sgd_base = group["base"] == "sgd"
         alignment = group.setdefault("alignment", "start" if sgd_base else "direction")
         if alignment not in ("direction", "same_batch", "start"):
@@ -269,15 +287,13 @@ class GALA(TunefreeOptimizer):
                 f"L ||u||^2) has none, so the ratio is not a learning rate; use alignment='start' or 'direction' "
                 f"with Adam"
             )
-        check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_inclusive=False)
-        group["betas"] = check_betas(name, group["betas"])
-        check_range(name, "eps", group["eps"], 0.0)
+        self._check_base_hyperparameters(group)
         check_range(name, "weight_decay", group["weight_decay"], 0.0)
         check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
         lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
-        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True)
+        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True, finite=False)
         group.setdefault("lr_growth", 2.0 if sgd_base else math.inf)
-        check_range(name, "lr_growth", group["lr_growth"], 1.0, low_inclusive=True)
+        check_range(name, "lr_growth", group["lr_growth"], 1.0, low_inclusive=True, finite=False)
         if group["lr_max"] <= 0:
             raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
         first = self.param_groups[0]
@@ -287,6 +303,16 @@ class GALA(TunefreeOptimizer):
                     f"{name}: all param groups must share {key} (GALA adapts one global learning rate); "
                     f"got {group[key]!r} and {first[key]!r}"
                 )
+
+    @staticmethod
+    def _check_base_hyperparameters(values: dict[str, Any]) -> None:
+        """Check the base optimizer's hyperparameters present in ``values`` (momentum, betas, eps)."""
+        if "momentum" in values:
+            check_range("GALA", "momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
+        if "betas" in values:
+            values["betas"] = check_betas("GALA", values["betas"])
+        if "eps" in values:
+            check_range("GALA", "eps", values["eps"], 0.0)
 
     # ------------------------------------------------------------------ model / RNG side effects
     def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
@@ -455,8 +481,10 @@ class GALA(TunefreeOptimizer):
                 u_prev = self._previous_direction(bucket, step)
                 # prev_param of the bucket's state lists is still x_{t-1} (the dict now holds x_t).
                 dx = torch._foreach_sub(bucket.params, bucket.state["prev_param"])
-                for p, g, u, d in zip(bucket.params, bucket.grads, u_prev, dx):
-                    gh = ghat[p]
+                for source, g, u, d in zip(bucket.sources, bucket.grads, u_prev, dx):
+                    gh = ghat[source]
+                    if gh is not None:
+                        gh = as_real(gh)  # a complex parameter is its real view, like g, u and dx
                     if gh is not None:  # (no gradient in the extra pass: ghat = 0)
                         if alignment_kind == "same_batch":
                             sums[0] = sums[0] + ratio * dot(g, gh, dtype)

@@ -37,20 +37,16 @@ from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.elementwise import (
     advance_step_counters,
     bias_correction,
-    check_betas,
-    check_range,
     coupled_weight_decay,
     decoupled_weight_decay_,
-    dot,
-    local_tensor,
     new_step_counter,
 )
+from tunefree.optim.kernels import as_real, dot, local_tensor
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["AlphaSchedule", "SMES"]
 
@@ -164,8 +160,8 @@ class SMES(TunefreeOptimizer):
         x_{t+1} = x_t - lr * mhat / (vhat^alpha * vbar^(1/2 - alpha) + eps)   (lr_scaling="rms")
         x_{t+1} = x_t - lr * mhat / (vhat^alpha + eps)                         (lr_scaling="legacy")
 
-    with ``v_ref`` the mean of ``g^2`` over every element of every parameter at the first step (1 if that
-    is 0), ``vbar = mean(vhat)`` over the elements of the tensor (``vbar^(1/2 - alpha) = 1`` where
+    with ``v_ref`` the mean of ``g^2`` over every element of the param group's parameters at its first step
+    (1 if that is 0), ``vbar = mean(vhat)`` over the elements of the tensor (``vbar^(1/2 - alpha) = 1`` where
     ``vbar = 0``), ``0^alpha = 0`` for ``alpha > 0`` and ``vhat^0 = 1``. ``alpha=0.5`` equals
     ``torch.optim.Adam`` under every scaling (coupled decay: Adam's ``weight_decay``; decoupled:
     ``AdamW``). ``alpha=0`` with ``"legacy"`` is SGD with bias-corrected EMA momentum,
@@ -185,7 +181,7 @@ class SMES(TunefreeOptimizer):
     ``eps_legacy = eps * v_ref^(alpha - 1/2)`` exactly (``stats["v_ref"]`` reports ``v_ref``); or pass
     ``lr_scaling="legacy"`` to reproduce old runs bit for bit.
 
-    UNVERIFIED choices (the paper body was not available, only the quoted update formula; smes.md §8):
+    UNVERIFIED choices (the paper body was not available, only the quoted update formula):
 
     * ``v`` is bias-corrected **before** the power (``vhat^alpha``), as the hat in the quoted formula
       suggests; Padam-style code corrects by ``sqrt(1 - beta2^t)`` whatever the exponent
@@ -218,14 +214,14 @@ class SMES(TunefreeOptimizer):
             follow-up work, not covered by the SGD-Adam interpolation argument).
         padam_compat: the update of Padam / ``pytorch_optimizer.PAdam`` (``partial = alpha``):
             ``x -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)^(2 alpha)`` (Padam's own
-            ``lr`` units: it implies ``lr_scaling="legacy"``).
+            ``lr`` units: ``lr_scaling`` does not apply to it).
         lr_scaling: ``"initial"`` (default), ``"rms"`` or ``"legacy"`` (the paper's formula, the previous
             versions' behaviour); see above. ``None`` picks ``"legacy"`` with ``padam_compat=True`` and
             ``"initial"`` otherwise. A state_dict saved before this option existed
             resumes with ``"legacy"``, the math it was trained with.
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
 
-    ``stats``: ``alpha`` (the first group's exponent at the last step); ``v_ref`` once measured
+    ``stats``: ``alpha`` (the first group's exponent at the last step); ``v_ref`` (the first group's) once measured
     (``lr_scaling="initial"``).
 
     State per tensor: ``exp_avg``, ``exp_avg_sq`` (in the parameter's dtype, like torch's Adam) and
@@ -233,6 +229,8 @@ class SMES(TunefreeOptimizer):
     ``torch.compile(fullgraph=True)`` of ``step()`` works with a constant ``alpha`` (a schedule changes a
     Python number every step, which recompiles).
     """
+
+    legacy_group_values = {"lr_scaling": "legacy"}  # checkpoints from before the option ran the paper's formula
 
     def __init__(
         self,
@@ -269,11 +267,6 @@ class SMES(TunefreeOptimizer):
             raise ValueError(
                 f"SMES: lr_scaling must be 'initial', 'rms' or 'legacy', got {group['lr_scaling']!r}"
             )
-        if group["padam_compat"] and group["lr_scaling"] != "legacy":
-            raise ValueError(
-                "SMES: padam_compat=True is Padam's update with Padam's lr units; it needs lr_scaling='legacy' "
-                f"(or None), got {group['lr_scaling']!r}"
-            )
         alpha = group["alpha"]
         if isinstance(alpha, tuple):
             for value in (alpha[1], alpha[2]):  # a linear/cosine schedule stays between its ends
@@ -304,31 +297,36 @@ class SMES(TunefreeOptimizer):
             "exp_avg_sq": torch.zeros_like(param),
         }
 
-    def _reference_second_moment(self) -> Tensor:
-        """``v_ref``: the mean squared gradient over every parameter at the first step (1 if that is 0).
+    def _reference_second_moment(self, index: int) -> Tensor:
+        """``v_ref`` of param group ``index``: the mean squared gradient over its parameters at its first
+        step (1 if that is 0). Per group, so that groups behave as separate optimizers would.
 
-        Measured once (a Python fact, ``"v_ref"`` in the global state: no host sync afterwards), saved in
-        ``state_dict()``; with sharded parameters the sums are global (one all-reduce, at the first step).
+        Measured once (a Python fact, ``"v_ref_<index>"`` in the global state: no host sync afterwards),
+        saved in ``state_dict()``; with sharded parameters the sums are global (one all-reduce).
         """
-        if "v_ref" not in self.global_state:
+        key = f"v_ref_{index}"
+        if key not in self.global_state:
             device, dtype = self.scalar_device_dtype()
             square_sum = torch.zeros((), device=device, dtype=dtype)
             count = 0
-            for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is not None:
-                        square_sum = square_sum + dot(param.grad, param.grad, dtype)
-                        count += local_tensor(param.grad).numel()
+            for param in self.param_groups[index]["params"]:
+                if param.grad is not None:
+                    grad = as_real(param.grad)  # a complex parameter counts as its real view
+                    square_sum = square_sum + dot(grad, grad, dtype)
+                    count += local_tensor(grad).numel()
+            if count == 0:  # no gradient yet: measure at the group's first step with one
+                return torch.ones((), device=device, dtype=dtype)
             totals, _ = self.reduce([square_sum, torch.tensor(float(count))])
-            mean = totals[0] / torch.where(totals[1] > 0, totals[1], 1.0)
-            self.global_state["v_ref"] = torch.where(mean > 0, mean, 1.0)
-        return self.global_state["v_ref"]
+            mean = totals[0] / totals[1].clamp(min=1.0)
+            self.global_state[key] = torch.where(mean > 0, mean, 1.0)
+        return self.global_state[key]
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
-        if any(g.get("lr_scaling") == "initial" and not g["padam_compat"] for g in self.param_groups):
-            self._reference_second_moment()  # at the first step, whatever alpha is then
+        for index, group in enumerate(self.param_groups):
+            if group.get("lr_scaling") == "initial" and not group["padam_compat"]:
+                self._reference_second_moment(index)  # at the group's first step, whatever alpha is then
         alphas: list[float] = []
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             if isinstance(group["alpha"], float):
                 alpha = group["alpha"]
             else:
@@ -337,9 +335,9 @@ class SMES(TunefreeOptimizer):
                 alpha = self.alpha_at(group, group["alpha_step"])
             alphas.append(alpha)
             for bucket in self.buckets(group):
-                self._bucket_step(bucket, alpha)
-        if "v_ref" in self.global_state:
-            extra = {"v_ref": self.global_state["v_ref"].clone()}
+                self._bucket_step(bucket, alpha, index)
+        if "v_ref_0" in self.global_state:
+            extra = {"v_ref": self.global_state["v_ref_0"].clone()}
         else:
             extra = {}
         device, dtype = self.scalar_device_dtype()
@@ -363,7 +361,7 @@ class SMES(TunefreeOptimizer):
         # 1 there keeps 0 * inf (alpha > 1/2 with allow_any_alpha) out of the update.
         return torch.where(vbar > 0, vbar, 1.0).pow(0.5 - alpha)
 
-    def _bucket_step(self, bucket: Bucket, alpha: float) -> None:
+    def _bucket_step(self, bucket: Bucket, alpha: float, index: int) -> None:
         group = bucket.group
         lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
         beta1, beta2 = group["betas"]
@@ -383,7 +381,7 @@ class SMES(TunefreeOptimizer):
         if scaling == "rms" and alpha != 0.5:
             tensor_factor = self._tensor_rms_factor(bucket, grads, bc2, alpha)
         elif scaling == "initial" and alpha != 0.5:
-            tensor_factor = self._reference_second_moment().to(bc2.dtype).pow(0.5 - alpha).expand(bc2.shape)
+            tensor_factor = self._reference_second_moment(index).to(bc2.dtype).pow(0.5 - alpha).expand(bc2.shape)
         if group["padam_compat"]:
             # x -= lr * m / ((sqrt(v) + eps)^(2 alpha) * bc1 / sqrt(bc2))
             denominator_scale = (bc1 / bc2.sqrt()).unbind(0)
