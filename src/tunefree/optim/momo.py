@@ -28,7 +28,8 @@ Implemented from the authors' code (``momo-opt`` 0.1.0), including the online lo
   they differ only for parameters that skip steps).
 * Several param groups: the sums run over all groups; ``tau``, the lower-bound reset and its update run
   group by group with each group's ``lr`` and ``weight_decay``, in order, as the reference does;
-  ``stats["tau"]`` is the first group's step size.
+  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau`` and its
+  cap ``tau_cap = lr_k / rho_k`` (``tau == tau_cap``: the cap is binding, the step is plain SGD-M/Adam).
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class _MoMoFamily(TunefreeOptimizer):
         estimate = first_group["estimate_lower_bound"]
 
         taus: list[Tensor] = []
+        caps: list[Tensor] = []
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             c = 1.0 + lr * weight_decay
@@ -154,19 +156,22 @@ class _MoMoFamily(TunefreeOptimizer):
             numerator = c * (loss_avg - rho * lower_bound) + dir_dot_x - c * grad_dot_x_avg
             safe_norm = torch.where(dir_norm_sq > _TINY_NORM, dir_norm_sq, torch.ones_like(dir_norm_sq))
             polyak = torch.where(dir_norm_sq > _TINY_NORM, numerator.clamp(min=0) / safe_norm, zero)
-            tau = torch.minimum(lr / rho + zero, polyak)
+            cap = lr / rho + zero
+            tau = torch.minimum(cap, polyak)
             if estimate:
                 model_value = loss_avg + dir_dot_x - grad_dot_x_avg
                 lower_bound.copy_(
                     torch.clamp((model_value - 0.5 * tau * dir_norm_sq) / rho, min=lower_bound_init)
                 )
             taus.append(tau)
+            caps.append(cap)
 
         for bucket in buckets:
             tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
+            groups=[{"tau": tau, "tau_cap": cap} for tau, cap in zip(taus, caps)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
@@ -210,7 +215,7 @@ class MoMo(_MoMoFamily):
 
     The mini-batch loss is required at every step: ``step(closure)``, ``step(loss=loss)`` or
     ``observe_loss(loss)`` + ``step()``. ``stats``: ``tau`` (step size taken), ``lower_bound``,
-    ``loss_avg``, ``step``.
+    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau`` and ``tau_cap`` of param group ``k``.
     """
 
     _model_beta_key = "beta"

@@ -26,6 +26,7 @@ from tunefree.optim._core import (
     TunefreeOptimizer,
     check_range,
     coupled_weight_decay,
+    sum_of_dots,
 )
 
 __all__ = ["RSGDM"]
@@ -68,6 +69,11 @@ class RSGDM(TunefreeOptimizer):
         first_step: ``"zero_diff"`` or ``"zero_prev"`` (see above).
         correction: False drops the difference term: plain EMA SGD-momentum (one buffer, no ``g_prev``).
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
+
+    ``stats``: ``correction_ratio``, the size of this step's correction term relative to the momentum,
+    ``||beta (g_t - g_{t-1})|| / ||n_t||`` over the first param group (0 with ``correction=False``; large
+    when consecutive gradients differ mostly by noise, small when the gradient drifts slowly);
+    ``group_stats[k]["correction_ratio"]`` per group. Measured per process (not reduced across ranks).
     """
 
     def __init__(
@@ -103,11 +109,24 @@ class RSGDM(TunefreeOptimizer):
         return state
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        device, dtype = self.scalar_device_dtype()
+        zero = torch.zeros((), device=device, dtype=dtype)
+        ratios: list[dict[str, Tensor]] = []
         for group in self.param_groups:
+            correction_sq, momentum_sq = zero, zero
             for bucket in self.buckets(group):
-                self._bucket_step(bucket)
+                bucket_correction_sq, bucket_momentum_sq = self._bucket_step(bucket)
+                correction_sq = correction_sq + bucket_correction_sq.to(device)
+                momentum_sq = momentum_sq + bucket_momentum_sq.to(device)
+            safe = torch.where(momentum_sq > 0, momentum_sq, torch.ones_like(momentum_sq))
+            ratio = torch.where(momentum_sq > 0, torch.sqrt(correction_sq / safe), zero)
+            ratios.append({"correction_ratio": ratio})
+        self.publish_stats(groups=ratios, correction_ratio=ratios[0]["correction_ratio"])
 
-    def _bucket_step(self, bucket: Bucket) -> None:
+    def _bucket_step(self, bucket: Bucket) -> tuple[Tensor, Tensor]:
+        """Step the bucket; return (||beta (g_t - g_{t-1})||^2, ||n_t||^2) over its tensors (local parts,
+        no reduction across ranks: the ratio is a per-process diagnostic)."""
+        _, dtype = self.scalar_device_dtype()
         group = bucket.group
         lr, beta = group["lr"], group["beta"]
         grads = coupled_weight_decay(bucket.params, bucket.grads, group["weight_decay"])
@@ -115,14 +134,23 @@ class RSGDM(TunefreeOptimizer):
         lists = [bucket.params, grads, bucket.state["momentum_buffer"]]
         if correction:
             lists.append(bucket.state["previous_grad"])
-        for block, _ in self.blocks(lists):
+        correction_sq: list[Tensor] = []
+        momentum_sq: list[Tensor] = []
+        for block, scratch in self.blocks(lists, scratch=(None,) if correction else ()):
             params, block_grads, momentum = block[:3]
             if correction:
-                previous = block[3]
+                previous, work = block[3], scratch[0]
                 # previous <- g + beta (g - g_prev) = (1 + beta) g - beta g_prev, in place (one pass)
                 torch._foreach_lerp_(previous, block_grads, 1.0 + beta)
                 torch._foreach_lerp_(momentum, previous, 1.0 - beta)
+                # the correction term beta (g - g_prev), measured while the block is in cache (for stats)
+                torch._foreach_copy_(work, previous)
+                torch._foreach_sub_(work, block_grads)
+                correction_sq.append(sum_of_dots(work, None, dtype))
                 torch._foreach_copy_(previous, block_grads)
             else:
                 torch._foreach_lerp_(momentum, block_grads, 1.0 - beta)
+            momentum_sq.append(sum_of_dots(momentum, None, dtype))
             torch._foreach_add_(params, momentum, alpha=-lr)
+        zero = momentum_sq[0].new_zeros(())
+        return (torch.stack(correction_sq).sum() if correction_sq else zero), torch.stack(momentum_sq).sum()
