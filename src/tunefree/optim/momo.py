@@ -28,8 +28,9 @@ Implemented from the authors' code (``momo-opt`` 0.1.0), including the online lo
   they differ only for parameters that skip steps).
 * Several param groups: the sums run over all groups; ``tau``, the lower-bound reset and its update run
   group by group with each group's ``lr`` and ``weight_decay``, in order, as the reference does;
-  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau`` and its
-  cap ``tau_cap = lr_k / rho_k`` (``tau == tau_cap``: the cap is binding, the step is plain SGD-M/Adam).
+  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau``, its
+  cap ``tau_cap = lr_k / rho_k`` and the uncapped model step ``tau_polyak`` (``tau = min(tau_cap,
+  tau_polyak)``; at ``tau == tau_cap`` the cap binds and the step is plain SGD-M/Adam with lr = cap).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class _MoMoFamily(TunefreeOptimizer):
 
         taus: list[Tensor] = []
         caps: list[Tensor] = []
+        polyaks: list[Tensor] = []
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             c = 1.0 + lr * weight_decay
@@ -165,13 +167,14 @@ class _MoMoFamily(TunefreeOptimizer):
                 )
             taus.append(tau)
             caps.append(cap)
+            polyaks.append(polyak)
 
         for bucket in buckets:
             tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
-            groups=[{"tau": tau, "tau_cap": cap} for tau, cap in zip(taus, caps)],
+            groups=[{"tau": tau, "tau_cap": cap, "tau_polyak": polyak} for tau, cap, polyak in zip(taus, caps, polyaks)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
@@ -215,7 +218,7 @@ class MoMo(_MoMoFamily):
 
     The mini-batch loss is required at every step: ``step(closure)``, ``step(loss=loss)`` or
     ``observe_loss(loss)`` + ``step()``. ``stats``: ``tau`` (step size taken), ``lower_bound``,
-    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau`` and ``tau_cap`` of param group ``k``.
+    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau``, ``tau_cap`` and ``tau_polyak`` of param group ``k``.
     """
 
     _model_beta_key = "beta"
