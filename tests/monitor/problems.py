@@ -54,7 +54,7 @@ def train(
             else:
                 watcher.observe(loss)
                 optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

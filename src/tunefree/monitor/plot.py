@@ -1,5 +1,6 @@
 """The figure of a watcher's CSV file (``tunefree plot-stats FILE.csv``): one panel per adaptive quantity
-against the step, the loss last, and every alert marked as a vertical line in every panel.
+against the step (MoMo's ``tau`` with its cap and uncapped value), the loss last, and every alert marked
+as a vertical line in every panel.
 
 Needs matplotlib (``pip install "tunefree[monitor]"``).
 """
@@ -66,7 +67,11 @@ def plot_stats(path: str, out: Optional[str] = None) -> str:
     steps, columns, alerts = read_stats_csv(path)
     if not steps:
         raise ValueError(f"plot-stats: {path} has no rows")
-    names = [n for n in columns if n != "loss" and (n not in _COUNTERS or _moves(columns[n]))]
+    # MoMo's step size is drawn with its cap and its uncapped value in one panel (where the cap binds is
+    # the point); every other column gets its own panel, the loss last
+    overlays = {n: [m for m in (f"{n}_cap", f"{n}_polyak") if m in columns] for n in columns}
+    overlaid = {m for ms in overlays.values() for m in ms}
+    names = [n for n in columns if n != "loss" and n not in overlaid and (n not in _COUNTERS or _moves(columns[n]))]
     if "loss" in columns:
         names.append("loss")
     out = out or os.path.splitext(path)[0] + ".png"
@@ -75,7 +80,12 @@ def plot_stats(path: str, out: Optional[str] = None) -> str:
     colours = {code: plt.get_cmap("tab10")(i % 10) for i, code in enumerate(codes)}
     for ax, name in zip(axes[:, 0], names):
         values = columns[name]
-        ax.plot(steps, values, lw=1.2, color="black")
+        ax.plot(steps, values, lw=1.2, color="black", label=name)
+        for other, style in zip(overlays[name], ("--", ":")):
+            ax.plot(steps, columns[other], lw=1.0, color="grey", ls=style, label=other)
+            values = values + columns[other]
+        if overlays[name]:
+            ax.legend(fontsize=7, loc="lower right")
         if _log_scale(values):
             ax.set_yscale("log")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -85,7 +95,8 @@ def plot_stats(path: str, out: Optional[str] = None) -> str:
     axes[-1, 0].set_xlabel("step")
     if codes:
         handles = [plt.Line2D([], [], color=colours[c], ls="--", lw=1.5) for c in codes]
-        axes[0, 0].legend(handles, codes, title="alerts", fontsize=8, loc="upper right")
+        # a figure legend: the first panel may have a legend of its own (tau, tau_cap, tau_polyak)
+        fig.legend(handles, codes, title="alerts", fontsize=8, loc="upper right")
     fig.suptitle(os.path.basename(path), fontsize=10)
     fig.tight_layout()
     folder = os.path.dirname(out)

@@ -49,9 +49,10 @@ logger.addHandler(logging.NullHandler())
 #: a sink receives (step, {name: value}, [alerts raised at this step]) at every sample
 Sink = Callable[[int, dict[str, float], list[AdaptationWarning]], None]
 
-# optimizer.stats keys that are not adaptive quantities of a step: the skip counter is reported by the
-# watcher itself (the optimizer only shows it on the step right after a skip)
-_NOT_SAMPLED = ("skipped_steps",)
+# optimizer.stats keys that are bookkeeping, not adaptive quantities: the skip counter is reported by the
+# watcher itself (the optimizer only shows it on the step right after a skip), and the optimizer's step
+# counter would clash with the watcher's own step
+_NOT_SAMPLED = ("skipped_steps", "step")
 
 
 def _innermost(optimizer: Any) -> Any:
