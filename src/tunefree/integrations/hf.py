@@ -103,15 +103,18 @@ _callback_class: Optional[type] = None
 
 
 def add_watch(trainer: Any, callback: Any = None) -> Any:
-    """Make ``trainer`` watch its optimizer: put ``callback`` (default: a new ``WatchCallback()``) FIRST
-    among its callbacks, so that its ``on_log`` adds the stats before the reporting callbacks (TensorBoard,
-    W&B, ...; the Trainer puts them first) write the logs. A trainer that already has a ``WatchCallback``
-    is left as it is. Returns the trainer."""
+    """Make ``trainer`` watch its optimizer: put ``callback`` (default: the trainer's own
+    ``WatchCallback`` if it has one, e.g. from ``callbacks=``, else a new one) FIRST among its callbacks,
+    so that its ``on_log`` adds the stats before the reporting callbacks (TensorBoard, W&B, ...; the
+    Trainer puts them first) write the logs. Returns the trainer."""
     callback_class = __getattr__("WatchCallback")
     callbacks = trainer.callback_handler.callbacks
-    if any(isinstance(c, callback_class) for c in callbacks):
-        return trainer
-    callbacks.insert(0, callback if callback is not None else callback_class())
+    present = [c for c in callbacks if isinstance(c, callback_class)]
+    if callback is None:
+        callback = present[0] if present else callback_class()
+    for existing in present:
+        callbacks.remove(existing)
+    callbacks.insert(0, callback)
     return trainer
 
 
