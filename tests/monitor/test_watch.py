@@ -148,7 +148,7 @@ def test_per_group_values_match_their_definitions():
 def test_rsgdm_correction_ratio_is_the_correction_over_the_momentum():
     beta = 0.9
     param = nn.Parameter(torch.zeros(5, dtype=torch.float64))
-    optimizer = RSGDM([param], lr=0.1, beta=beta)
+    optimizer = RSGDM([param], lr=0.1, beta=beta, extra_stats=True)
     g1 = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0], dtype=torch.float64)
     g2 = torch.tensor([0.5, 1.0, -1.5, 2.0, 4.0], dtype=torch.float64)
     for grad in (g1, g2):
@@ -283,3 +283,21 @@ def test_bad_options_are_refused(options, match):
 def test_bad_thresholds_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         Thresholds(**{field: value})
+
+
+def test_rsgdm_measures_its_correction_only_while_watched_and_steps_the_same():
+    runs = []
+    for watched in (False, True):
+        model, x, y = make_problem()
+        optimizer = RSGDM(model.parameters())
+        watcher = tunefree.watch(optimizer, every=1, sinks=[]) if watched else None
+        assert optimizer.extra_stats is watched
+        train(model, optimizer, x, y, 5)
+        runs.append((model, dict(optimizer.stats)))
+        if watcher is not None:
+            watcher.close()
+            assert optimizer.extra_stats is False
+    (plain, plain_stats), (watched_model, watched_stats) = runs
+    assert plain_stats == {} and set(watched_stats) == {"correction_ratio"}
+    for p, q in zip(plain.parameters(), watched_model.parameters()):
+        assert torch.equal(p, q)  # measuring never changes the update

@@ -142,6 +142,10 @@ class Watcher:
         self._skip_counter = self._skip_tensor()
         self._skips_since_sample = 0
         self._skipped_total = 0
+        # Stats an optimizer measures only on request (RSGDM's correction ratio): on while watched.
+        self._extra_stats_before = getattr(self.optimizer, "extra_stats", None)
+        if self._extra_stats_before is not None:
+            self.optimizer.extra_stats = True
         self._handles = [
             self.optimizer.register_step_pre_hook(self._before_step),
             self.optimizer.register_step_post_hook(self._after_step),
@@ -279,6 +283,8 @@ class Watcher:
         self.closed = True
         for handle in self._handles:
             handle.remove()
+        if self._extra_stats_before is not None:
+            self.optimizer.extra_stats = self._extra_stats_before
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close is not None:
