@@ -77,7 +77,7 @@ class RSGDM(TunefreeOptimizer):
 
     ``stats`` (only while ``extra_stats`` is True: ``RSGDM(..., extra_stats=True)``, or while
     :func:`tunefree.watch` watches the optimizer, which turns it on and back off; measuring takes four
-    more passes over the model, about 1.7x the step time on CPU): ``correction_ratio``, the size of this
+    more passes over the model, measured at about 3x the step time on CPU): ``correction_ratio``, the size of this
     step's correction term relative to the momentum,
     ``||beta (g_t - g_{t-1})|| / ||n_t||`` over the first param group (0 with ``correction=False``; large
     when consecutive gradients differ mostly by noise, small when the gradient drifts slowly);
