@@ -177,7 +177,7 @@ def fsdp_run(name: str, steps: int = STEPS, *, block: Optional[int] = None, **kw
     ``block``: run the elementwise kernels' CPU cache blocking with blocks of this many elements, so that
     these small tensors get cut into slices as large ones are (default: the library's block size).
     """
-    import tunefree.optim._core as core
+    import tunefree.optim.kernels as kernels
 
     rank, world = dist.get_rank(), dist.get_world_size()
     model = _fsdp_model()
@@ -185,14 +185,14 @@ def fsdp_run(name: str, steps: int = STEPS, *, block: Optional[int] = None, **kw
     local_numel = sum(p.to_local().numel() for p in model.parameters())
     optimizer = create(name, model.parameters(), **kwargs)
     x, y = shard_of_batch(rank, world)
-    default_block = getattr(core, "CPU_BLOCK_NUMEL", None)
+    default_block = getattr(kernels, "CPU_BLOCK_NUMEL", None)
     if block is not None:
-        core.CPU_BLOCK_NUMEL = block
+        kernels.CPU_BLOCK_NUMEL = block
     try:
         train(name, model, optimizer, x, y, steps)
     finally:
         if default_block is not None:
-            core.CPU_BLOCK_NUMEL = default_block
+            kernels.CPU_BLOCK_NUMEL = default_block
     state_types = sorted({type(v).__name__ for s in optimizer.state.values() for v in s.values()
                           if isinstance(v, torch.Tensor) and v.dim() > 0})
     result = snapshot(model, optimizer)

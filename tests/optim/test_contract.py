@@ -1,4 +1,4 @@
-"""The optimizer contract (shared/DESIGN.md), checked for every row of the case table.
+"""The optimizer contract (docs/contract.md), checked for every row of the case table.
 
 The plain reference loop is the ground truth: the fast path must match it to 1e-12 in float64 for every
 option combination; resume must be bitwise; bad input must leave parameters and state untouched.
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tunefree
-import tunefree.optim._core as core
+import tunefree.optim.kernels as kernels
 from tunefree import NonFiniteError
 
 from . import helpers
@@ -74,8 +74,8 @@ def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     """Both code paths of the kernels, on this device: the eager CPU one (cache-sized blocks, per-tensor
     ops) and the one a GPU or torch.compile takes (whole lists, flattened dot products)."""
     if request.param == "accelerator":
-        monkeypatch.setattr(core, "per_tensor_kernels", lambda device: False)
-        monkeypatch.setattr(core, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model
+        monkeypatch.setattr(kernels, "per_tensor_kernels", lambda device: False)
+        monkeypatch.setattr(kernels, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model
     return request.param
 
 

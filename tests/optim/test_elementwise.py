@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-import tunefree.optim._core as core
+import tunefree.optim.kernels as kernels
 from tunefree import AGD, RSGDM, SMES, AlphaSchedule
 
 from .helpers import batches, make_closure, make_data, make_model, max_param_diff
@@ -247,7 +247,7 @@ def test_cache_blocked_kernels_equal_whole_tensor_kernels(make, monkeypatch) -> 
     x, y = make_data()
     for step in range(10):
         for model, optimizer, block in zip(models, optimizers, (7, None)):
-            monkeypatch.setattr(core, "CPU_BLOCK_NUMEL", block)
+            monkeypatch.setattr(kernels, "CPU_BLOCK_NUMEL", block)
             optimizer.step(make_closure(model, optimizer, batches(step, x, y)))
     assert max_param_diff(*models) <= 1e-12
     for key in optimizers[0].stats:
@@ -257,7 +257,7 @@ def test_cache_blocked_kernels_equal_whole_tensor_kernels(make, monkeypatch) -> 
 def test_cache_blocks_cover_every_element_once() -> None:
     tensors = [torch.zeros(10), torch.zeros(3, 4), torch.zeros(()), torch.zeros(2, 3).t()]
     scalars = [torch.tensor(float(i)) for i in range(len(tensors))]
-    for block in core.cache_blocks([tensors, scalars], 5):
+    for block in kernels.cache_blocks([tensors, scalars], 5):
         # contiguous tensors are cut to the block size; a non-contiguous one is kept whole
         assert all(t.numel() <= 5 for t in block[0] if t.is_contiguous())
         for t, s in zip(*block):

@@ -2,12 +2,12 @@
 
 An optimizer module holds its math and little else; everything a real training loop needs lives here:
 
-* **argument validation** (:func:`check_range`, :func:`check_betas`) with errors that name the argument
-  and its allowed range;
+* **argument validation** through :mod:`tunefree.optim.validation`;
 * **loss intake**: ``step(closure)``, ``step(loss=...)`` (also through ``GradScaler.step(opt, loss=...)``)
   and :meth:`TunefreeOptimizer.observe_loss` followed by a bare ``step()`` (HF Trainer, Lightning fp16);
 * **multi-tensor execution**: :meth:`TunefreeOptimizer.buckets` groups a param group's tensors by device and
-  dtype so that a kernel runs ``torch._foreach_*`` ops over each bucket;
+  dtype so that a kernel runs ``torch._foreach_*`` ops (:mod:`tunefree.optim.kernels`) over each bucket,
+  with :mod:`tunefree.optim._dtensor` covering what DTensor cannot shard;
 * **global reductions**: :meth:`TunefreeOptimizer.reduce` packs a step's partial sums (and the loss) into
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
@@ -28,27 +28,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = [
-    "Bucket",
-    "CPU_BLOCK_NUMEL",
-    "NonFiniteError",
-    "TunefreeOptimizer",
-    "advance_step_counters",
-    "bias_correction",
-    "block_numel",
-    "cache_blocks",
-    "check_betas",
-    "check_range",
-    "coupled_weight_decay",
-    "decoupled_weight_decay_",
-    "divide_into_",
-    "dot",
-    "local_tensor",
-    "per_tensor_kernels",
-    "sub_scaled_",
-    "sum_of_dots",
-    "new_step_counter",
-]
+from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
+from tunefree.optim.kernels import CPU_BLOCK_NUMEL, block_numel, cache_blocks, local_tensor
+
+__all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 
 NonFinitePolicy = Literal["raise", "skip", "off"]
 LossLike = Union[Tensor, float]
@@ -60,123 +43,6 @@ _GLOBAL_KEY = "tunefree_global_state"
 
 class NonFiniteError(FloatingPointError):
     """A loss or gradient was NaN/Inf; the step was refused and nothing was changed."""
-
-
-def check_range(
-    owner: str,
-    name: str,
-    value: float,
-    low: float = -math.inf,
-    high: float = math.inf,
-    *,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
-) -> float:
-    """Return ``float(value)`` or raise ``ValueError`` naming ``name`` and its allowed interval."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {name} must be a real number, got {value!r}") from None
-    above = number >= low if low_inclusive else number > low
-    below = number <= high if high_inclusive else number < high
-    if math.isnan(number) or not (above and below):
-        interval = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
-        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
-    return number
-
-
-def check_betas(owner: str, betas: Sequence[float], name: str = "betas") -> tuple[float, float]:
-    """Validate an Adam-style pair of EMA factors, each in [0, 1)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"{owner}: {name} must be a pair (beta1, beta2), got {betas!r}")
-    return (
-        check_range(owner, f"{name}[0]", betas[0], 0.0, 1.0, high_inclusive=False),
-        check_range(owner, f"{name}[1]", betas[1], 0.0, 1.0, high_inclusive=False),
-    )
-
-
-def local_tensor(tensor: Tensor) -> Tensor:
-    """The process-local part of ``tensor`` (a DTensor's shard; a plain tensor itself)."""
-    to_local = getattr(tensor, "to_local", None)
-    return to_local() if to_local is not None else tensor
-
-
-def dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
-    """Inner product of the local parts of ``a`` and ``b``, accumulated in ``dtype`` (at least fp32).
-
-    Low-precision tensors are upcast first: a bf16 dot product would round the partial sums that the
-    adaptive step sizes depend on.
-    """
-    a, b = local_tensor(a), local_tensor(b)
-    if a.dtype != dtype:
-        a, b = a.to(dtype), b.to(dtype)
-    return torch.dot(a.reshape(-1), b.reshape(-1))
-
-
-#: Elements per concatenated chunk of :func:`sum_of_dots` off the CPU block path (64 MiB per fp32 list).
-FLAT_CHUNK_NUMEL = 1 << 24
-
-
-def per_tensor_kernels(device: torch.device) -> bool:
-    """Whether ops may run tensor by tensor on ``device``: true on the eager CPU path, whose blocks are
-    cache-sized, and false on a GPU or under ``torch.compile``, where one launch per tensor costs more
-    than the arithmetic (a ResNet-18 has 62 tensors; each launch is several microseconds)."""
-    return device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def sum_of_dots(a: Sequence[Tensor], b: Optional[Sequence[Tensor]], dtype: torch.dtype) -> Tensor:
-    """``sum_i <a_i, b_i>`` over the local parts, accumulated in ``dtype`` (0-dim); ``b=None``: ``sum_i ||a_i||^2``.
-
-    On the CPU block path one dot per tensor. Elsewhere the tensors are flattened into chunks of about
-    :data:`FLAT_CHUNK_NUMEL` elements and each chunk is one dot: a copy of the chunk costs far less on a
-    GPU than a kernel launch per tensor. A squared norm concatenates once.
-    """
-    if not a:
-        raise ValueError("sum_of_dots: empty tensor lists")
-    a, b_list = [local_tensor(t) for t in a], (None if b is None else [local_tensor(t) for t in b])
-    if per_tensor_kernels(a[0].device):
-        pairs = zip(a, b_list if b_list is not None else a)
-        return torch.stack([dot(x, y, dtype) for x, y in pairs]).sum()
-
-    def flat(tensors: list[Tensor]) -> Tensor:
-        joined = tensors[0].reshape(-1) if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
-        return joined if joined.dtype == dtype else joined.to(dtype)
-
-    partials: list[Tensor] = []
-    start, filled = 0, 0
-    for i, tensor in enumerate(a):
-        filled += tensor.numel()
-        if filled >= FLAT_CHUNK_NUMEL or i == len(a) - 1:
-            left = flat(a[start:i + 1])
-            right = left if b_list is None else flat(b_list[start:i + 1])
-            partials.append(torch.dot(left, right))
-            start, filled = i + 1, 0
-    return partials[0] if len(partials) == 1 else torch.stack(partials).sum()
-
-
-def divide_into_(numerators: Sequence[Tensor], denominators: Sequence[Tensor]) -> None:
-    """``denominators[i] <- numerators[i] / denominators[i]`` in place (IEEE division, no reciprocal).
-
-    torch has no in-place foreach op for this direction: on the CPU block path one ``div(out=)`` per
-    tensor, elsewhere one foreach division into temporaries and one foreach copy back."""
-    if per_tensor_kernels(denominators[0].device):
-        for numerator, denominator in zip(numerators, denominators):
-            torch.div(numerator, denominator, out=denominator)
-    else:
-        torch._foreach_copy_(denominators, torch._foreach_div(numerators, denominators))
-
-
-def sub_scaled_(params: Sequence[Tensor], direction: Sequence[Tensor], scale: Tensor) -> None:
-    """``params[i] -= scale * direction[i]`` for a 0-dim tensor ``scale`` on the parameters' device.
-
-    A list of 0-dim tensors takes torch's per-tensor slow path on a GPU, so off the CPU block path the
-    product goes through the single-tensor foreach overload; both round ``scale * d`` once, then subtract.
-    """
-    if per_tensor_kernels(params[0].device):
-        torch._foreach_addcmul_(params, direction, [scale] * len(direction), value=-1)
-    else:
-        torch._foreach_sub_(params, torch._foreach_mul(direction, scale))
-
 
 @dataclass
 class Bucket:
@@ -191,67 +57,6 @@ class Bucket:
     params: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     state: dict[str, list[Tensor]] = field(default_factory=dict)
-
-
-def _layout(param: Tensor) -> str:
-    """How ``param`` lies across ranks: "sharded" (only Shard placements), "replicated" (a plain tensor or
-    a DTensor without Shard placements) or "mixed" (e.g. HSDP's (Replicate, Shard))."""
-    placements = getattr(param, "placements", None)
-    if placements is None or not any(p.is_shard() for p in placements):
-        return "replicated"
-    return "sharded" if all(p.is_shard() for p in placements) else "mixed"
-
-
-def _is_dtensor(tensor: Any) -> bool:
-    return isinstance(tensor, Tensor) and hasattr(tensor, "device_mesh") and hasattr(tensor, "to_local")
-
-
-def _localise(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return local_tensor(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(local_tensor(v) if isinstance(v, Tensor) else v for v in value)
-    return value
-
-
-class _LocalShardFallback(torch.overrides.TorchFunctionMode):
-    """Runs a ``torch._foreach_*`` op on the local shards of its DTensor arguments when DTensor has no
-    sharding rule for it (torch 2.13 has none for e.g. ``_foreach_copy_``) or its lists mix DTensors with
-    plain tensors.
-
-    Active only inside ``step()`` of an optimizer with DTensor parameters (FSDP2). Every other op, and
-    every foreach op that DTensor supports, runs unchanged. Foreach ops are elementwise, so the local
-    shards are all they touch: in-place ops write through to the DTensors; new tensors are wrapped back
-    as DTensors with the mesh and placements of the matching input.
-    """
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if not name.startswith("_foreach_"):
-            return func(*args, **kwargs)
-        try:
-            return func(*args, **kwargs)
-        except (NotImplementedError, RuntimeError) as error:
-            # No sharding rule, or a list mixing DTensors and plain tensors (DTensor refuses both).
-            if not isinstance(error, NotImplementedError) and "mixed torch.Tensor and DTensor" not in str(error):
-                raise
-            templates = next(
-                (a for a in args if isinstance(a, (list, tuple)) and any(_is_dtensor(t) for t in a)), None
-            )
-            if templates is None:
-                raise
-        with torch.no_grad():
-            out = func(*[_localise(a) for a in args], **{k: _localise(v) for k, v in kwargs.items()})
-        if name.endswith("_") or not isinstance(out, (list, tuple)):
-            return out
-        from torch.distributed.tensor import DTensor
-
-        return [
-            DTensor.from_local(o, t.device_mesh, t.placements, run_check=False, shape=t.shape, stride=t.stride())
-            if _is_dtensor(t) and isinstance(o, Tensor) and o.shape == local_tensor(t).shape else o
-            for o, t in zip(out, templates)
-        ]
 
 
 class TunefreeOptimizer(torch.optim.Optimizer):
@@ -402,12 +207,12 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         return returned
 
     def _dtensor_fallback(self) -> Any:
-        """Foreach ops that DTensor cannot shard run on local shards (see :class:`_LocalShardFallback`)."""
+        """Foreach ops that DTensor cannot shard run on local shards (see :class:`LocalShardFallback`)."""
         if torch.compiler.is_compiling() or not any(
-            _is_dtensor(p) for group in self.param_groups for p in group["params"]
+            is_dtensor(p) for group in self.param_groups for p in group["params"]
         ):
             return contextlib.nullcontext()
-        return _LocalShardFallback()
+        return LocalShardFallback()
 
     def _all_finite(self, loss: Optional[Tensor]) -> bool:
         """One fused check of the loss and every gradient (a single host synchronisation).
@@ -449,7 +254,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             if not state:
                 state.update(self.init_param_state(param, grad, group))
             # DTensors and plain tensors never share a foreach list (DTensor ops refuse mixed lists).
-            bucket = by_key.setdefault((param.device, param.dtype, _is_dtensor(param)), Bucket(group))
+            bucket = by_key.setdefault((param.device, param.dtype, is_dtensor(param)), Bucket(group))
             bucket.params.append(param)
             bucket.grads.append(grad)
             for key, value in state.items():
@@ -567,7 +372,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             world = dist.get_world_size(group)
             if world > 1:
                 n_sums = len(partial_sums)
-                layouts = {_layout(p) for g in self.param_groups for p in g["params"]}
+                layouts = {layout(p) for g in self.param_groups for p in g["params"]}
                 if len(layouts) > 1 or "mixed" in layouts:
                     # Summing would count replicated parts once per rank: refuse rather than be wrong.
                     raise NotImplementedError(
@@ -638,96 +443,3 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                             f"{type(self).__name__}.load_state_dict: state {key!r} has shape "
                             f"{tuple(value.shape)} but its parameter has shape {tuple(param.shape)}"
                         )
-
-
-# ---------------------------------------------------------------------- elementwise (Adam-like) helpers
-# Shared by SMES, AGD and RSGDM: per-tensor step counters with bias corrections computed from them on the
-# device, coupled / decoupled weight decay, and cache-sized blocks for the CPU fast path.
-
-#: Elements per block of the CPU fast path (see :func:`cache_blocks`): ~1 MiB per fp32 list, so that the
-#: five or six lists an elementwise kernel touches stay in L2/L3 cache across its passes.
-CPU_BLOCK_NUMEL = 1 << 18
-
-
-def new_step_counter(param: Tensor) -> Tensor:
-    """A per-tensor step counter: 0-dim, on ``param``'s device, float64 (float32 where the device has no
-    float64, e.g. MPS). Stored under the state key ``"step"`` so that ``load_state_dict`` keeps its dtype
-    (torch casts every other floating state entry to the parameter's dtype, and bf16 cannot count)."""
-    dtype = torch.float32 if param.device.type == "mps" else torch.float64
-    return torch.zeros((), dtype=dtype, device=param.device)
-
-
-def advance_step_counters(steps: list[Tensor]) -> Tensor:
-    """Add 1 to each per-tensor step counter (in place) and return them stacked, shape ``(n,)``.
-
-    The bias corrections of all tensors are then a few vectorised ops on this stack (no host sync); use
-    ``.unbind(0)`` to turn a per-tensor scalar vector into the list of 0-dim tensors that ``_foreach_*``
-    ops broadcast against their tensor lists.
-    """
-    torch._foreach_add_(steps, 1.0)
-    return torch.stack(steps)
-
-
-def bias_correction(steps: Tensor, beta: float) -> Tensor:
-    """``1 - beta**t`` elementwise for a vector of step counts (0 at ``t = 0``)."""
-    return 1.0 - torch.pow(beta, steps)
-
-
-def coupled_weight_decay(params: list[Tensor], grads: list[Tensor], weight_decay: float) -> list[Tensor]:
-    """``g + weight_decay * x`` as new tensors (L2 added to the gradient; ``p.grad`` is left untouched).
-    Returns ``grads`` itself when ``weight_decay`` is 0."""
-    if weight_decay == 0:
-        return grads
-    return torch._foreach_add(grads, params, alpha=weight_decay)
-
-
-def decoupled_weight_decay_(params: list[Tensor], factor: float) -> None:
-    """``x <- factor * x`` in place (AdamW-style decay, ``factor = 1 - lr * weight_decay``); no-op at 1."""
-    if factor != 1.0:
-        torch._foreach_mul_(params, factor)
-
-
-def cache_blocks(lists: Sequence[Sequence[Tensor]], max_numel: Optional[int]) -> list[list[list[Tensor]]]:
-    """Cut aligned tensor lists into blocks of at most ``max_numel`` elements each.
-
-    ``lists[k][i]`` belongs to tensor ``i``; entries with the shape of ``lists[0][i]`` are cut into flat
-    slices (views, so in-place ops write through), other entries (per-tensor 0-dim scalars) are repeated
-    for every slice. A kernel that runs its ``_foreach_*`` passes block by block reads and writes main
-    memory about once per list instead of once per pass: on CPU each pass over a tensor larger than the
-    cache costs a full trip to memory, and each temporary a fresh page-faulting allocation.
-
-    ``max_numel=None`` returns one block holding the lists unchanged (GPU, ``torch.compile``).
-    """
-    if max_numel is None:
-        return [[list(tensors) for tensors in lists]]
-    blocks: list[list[list[Tensor]]] = []
-    current: list[list[Tensor]] = [[] for _ in lists]
-    filled = 0
-    for i in range(len(lists[0])):
-        # DTensors (FSDP2) are cut as their local shards: slicing a sharded DTensor would redistribute it
-        # into a copy, and in-place ops on that copy would never reach the parameter or its state.
-        entries = [local_tensor(tensors[i]) for tensors in lists]
-        lead = entries[0]
-        sliced = [e.shape == lead.shape for e in entries]
-        numel = lead.numel()
-        splittable = numel > max_numel and all(e.is_contiguous() for e, s in zip(entries, sliced) if s)
-        flat = [e.view(-1) if s else e for e, s in zip(entries, sliced)] if splittable else entries
-        start = 0
-        while start < numel:
-            stop = min(numel, start + max_numel) if splittable else numel
-            for k, (e, s) in enumerate(zip(flat, sliced)):
-                current[k].append(e[start:stop] if (s and splittable) else e)
-            filled += stop - start
-            start = stop
-            if filled >= max_numel:
-                blocks.append(current)
-                current, filled = [[] for _ in lists], 0
-    if current[0]:
-        blocks.append(current)
-    return blocks
-
-
-def block_numel(device: torch.device) -> Optional[int]:
-    """Block size for :func:`cache_blocks` on ``device``: :data:`CPU_BLOCK_NUMEL` for eager CPU steps,
-    None (no blocking: one multi-tensor launch per op is best there) on accelerators and when compiling."""
-    return CPU_BLOCK_NUMEL if per_tensor_kernels(device) else None

@@ -1,6 +1,6 @@
 r"""AGD: auto-switchable optimizer using stepwise gradient difference (Yue et al., NeurIPS 2023).
 
-Implemented from the authors' code (atorch ``optimizers/agd.py``, checked in shared/algorithms/agd.md §3).
+Implemented from the authors' code (atorch ``optimizers/agd.py``, checked against the paper's update rule).
 Per tensor, ``t`` its step counter, ``mhat_t = m_t / (1 - beta1^t)`` (``mhat_0 = 0``):
 
 .. math::
@@ -23,19 +23,16 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.elementwise import (
     advance_step_counters,
     bias_correction,
-    check_betas,
-    check_range,
     coupled_weight_decay,
     decoupled_weight_decay_,
-    divide_into_,
     new_step_counter,
 )
+from tunefree.optim.kernels import divide_into_
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["AGD"]
 
@@ -58,7 +55,7 @@ class AGD(TunefreeOptimizer):
     difference ``s_t`` is built in a cache-block scratch buffer as ``ds (g - m_{t-1} / (1 - beta1^(t-1)))``
     (algebraically exact). The bias-correction scalars are
     computed in float64 from a float64 per-tensor step counter (the current authors' file counts in
-    float32, which perturbs trajectories by ~1e-4 relative; agd.md §8.4). The ``win`` variant of the code
+    float32, which perturbs trajectories by ~1e-4 relative). The ``win`` variant of the code
     is not implemented (not in the paper as far as could be checked).
 
     Args:

@@ -40,16 +40,9 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
-from tunefree.optim._core import (
-    Bucket,
-    Closure,
-    TunefreeOptimizer,
-    check_betas,
-    check_range,
-    divide_into_,
-    sub_scaled_,
-    sum_of_dots,
-)
+from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
+from tunefree.optim.kernels import divide_into_, sub_scaled_, sum_of_dots
+from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["MoMo", "MoMoAdam"]
 
