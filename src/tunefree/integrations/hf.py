@@ -163,8 +163,6 @@ def __getattr__(name: str) -> Any:
         if _trainer_class is None:
             from transformers import Trainer
 
-            callback_class = __getattr__("WatchCallback")
-
             class TunefreeTrainer(LossFeedMixin, Trainer):
                 """``transformers.Trainer`` that hands the mini-batch loss to loss-aware tunefree
                 optimizers (MoMo, MoMo-Adam) and watches the adaptation (a ``WatchCallback`` unless

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, Optional, Sequence
 
-from tunefree.optim._core import check_range
+from tunefree.optim.validation import check_range
 
 __all__ = ["AdaptationWarning", "Alert", "CODES", "EpisodeTracker", "Sample", "Thresholds", "evaluate_rules"]
 

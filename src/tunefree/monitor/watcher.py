@@ -101,7 +101,9 @@ class Watcher:
         from tunefree.monitor.sinks import CSVSink, LoggingSink, TensorBoardSink
 
         if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"watch: every must be an integer >= 1 (read the stats every that many steps), got {every!r}")
+            raise ValueError(
+                f"watch: every must be an integer >= 1 (read the stats every that many steps), got {every!r}"
+            )
         unknown = [code for code in disable if code not in CODES]
         if unknown:
             raise ValueError(f"watch: disable names unknown alert codes {unknown}; the codes are {list(CODES)}")

@@ -167,7 +167,7 @@ class _MoMoFamily(TunefreeOptimizer):
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
-            groups=[{"tau": tau, "tau_cap": cap, "tau_polyak": polyak} for tau, cap, polyak in zip(taus, caps, polyaks)],
+            groups=[{"tau": t, "tau_cap": c, "tau_polyak": p} for t, c, p in zip(taus, caps, polyaks)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
