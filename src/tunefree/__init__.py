@@ -1,5 +1,6 @@
 """tunefree: optimizers that adapt their own step size, and a harness that measures the tuning they save."""
 
+from tunefree.monitor import AdaptationWarning, Thresholds, Watcher, watch
 from tunefree.optim._core import NonFiniteError
 from tunefree.optim.agd import AGD
 from tunefree.optim.gala import GALA
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGD",
+    "AdaptationWarning",
     "AlphaSchedule",
     "GALA",
     "MoMo",
@@ -25,8 +27,11 @@ __all__ = [
     "OptimizerInfo",
     "RSGDM",
     "SMES",
+    "Thresholds",
+    "Watcher",
     "available_optimizers",
     "create_optimizer",
     "get_optimizer_info",
+    "watch",
     "__version__",
 ]

@@ -12,7 +12,8 @@ An optimizer module holds its math and little else; everything a real training l
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
   estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
-* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
+* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors
+  (first param group), :attr:`TunefreeOptimizer.group_stats` those of every param group;
 * **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state;
 * **torch's optimizer contract** (docs/contract.md): a step without gradients is a no-op, complex
   parameters behave as their ``torch.view_as_real``, ``deepcopy``/``pickle`` keep everything ``step()``
@@ -121,6 +122,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self.process_group = process_group
         self.global_state: dict[str, Tensor] = {}
         self.stats: dict[str, Tensor] = {}
+        #: one dict of 0-dim tensors per param group (same order), e.g. MoMo's ``tau`` and its cap
+        self.group_stats: list[dict[str, Tensor]] = []
         self._observed_loss: Optional[Tensor] = None
         # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
         self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
@@ -384,11 +387,20 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         dtype = torch.float64 if torch.float64 in dtypes else torch.float32
         return params[0].device, dtype
 
-    def publish_stats(self, **values: Tensor) -> None:
-        """Replace :attr:`stats` with ``values`` (0-dim tensors). The dict object itself is kept: a
-        compiled step may mutate it, while torch.compile (2.11) cannot trace a new attribute value."""
+    def publish_stats(self, groups: Optional[Sequence[dict[str, Tensor]]] = None, **values: Tensor) -> None:
+        """Replace :attr:`stats` with ``values`` and :attr:`group_stats` with ``groups`` (one dict per param
+        group; all 0-dim tensors). The dict and list objects themselves are kept: a compiled step may
+        mutate them, while torch.compile (2.11) cannot trace a new attribute value."""
         self.stats.clear()
         self.stats.update(values)
+        if groups is not None:
+            per_group = self.__dict__.setdefault("group_stats", [])  # absent after unpickling an old optimizer
+            del per_group[len(groups):]
+            for index, group_values in enumerate(groups):
+                if index == len(per_group):
+                    per_group.append({})
+                per_group[index].clear()
+                per_group[index].update(group_values)
 
     def global_scalar(self, key: str, initial: float) -> Tensor:
         """The global scalar ``key`` of the state, created as ``initial`` on first use."""

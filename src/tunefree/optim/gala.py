@@ -150,7 +150,8 @@ class GALA(TunefreeOptimizer):
 
     ``step(closure)`` is required and calls the closure **twice** from the second step on.
     ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
-    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
+    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``; ``group_stats[k]["lr"]``: the
+    learning rate group ``k`` stepped with (``eta * lr_k / lr_0``).
     """
 
     optional_group_keys = frozenset({"alignment"})  # checkpoints from before the option
@@ -453,6 +454,8 @@ class GALA(TunefreeOptimizer):
             self._base_step(bucket, step, lr)
 
         self.publish_stats(
+            # group k steps with eta * lr_k / lr_0 (see _base_step's caller above)
+            groups=[{"lr": eta * (group["lr"] / eta0)} for group in self.param_groups],
             lr=eta.clone(),
             alignment=alignment.clone(),
             curvature=curvature.clone(),

@@ -30,7 +30,9 @@ Implemented from the authors' code (``momo-opt`` 0.1.0), including the online lo
   factor ``1 + lr * weight_decay`` has no meaning at an infinite cap (refused with a ``ValueError``).
 * Several param groups: the sums run over all groups; ``tau``, the lower-bound reset and its update run
   group by group with each group's ``lr`` and ``weight_decay``, in order, as the reference does;
-  ``stats["tau"]`` is the first group's step size.
+  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau``, its
+  cap ``tau_cap = lr_k / rho_k`` and the uncapped model step ``tau_polyak`` (``tau = min(tau_cap,
+  tau_polyak)``; at ``tau == tau_cap`` the cap binds and the step is plain SGD-M/Adam with lr = cap).
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ class _MoMoFamily(TunefreeOptimizer):
         estimate = first_group["estimate_lower_bound"]
 
         taus: list[Tensor] = []
+        caps: list[Tensor] = []
+        polyaks: list[Tensor] = []
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             c = 1.0 + lr * weight_decay if weight_decay else 1.0  # (lr may be inf: uncapped)
@@ -163,19 +167,23 @@ class _MoMoFamily(TunefreeOptimizer):
             numerator = c * (loss_avg - rho * lower_bound) + dir_dot_x - c * grad_dot_x_avg
             safe_norm = torch.where(dir_norm_sq > _TINY_NORM, dir_norm_sq, torch.ones_like(dir_norm_sq))
             polyak = torch.where(dir_norm_sq > _TINY_NORM, numerator.clamp(min=0) / safe_norm, zero)
-            tau = torch.minimum(lr / rho + zero, polyak)
+            cap = lr / rho + zero
+            tau = torch.minimum(cap, polyak)
             if estimate:
                 model_value = loss_avg + dir_dot_x - grad_dot_x_avg
                 lower_bound.copy_(
                     torch.clamp((model_value - 0.5 * tau * dir_norm_sq) / rho, min=lower_bound_init)
                 )
             taus.append(tau)
+            caps.append(cap)
+            polyaks.append(polyak)
 
         for bucket in buckets:
             tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
+            groups=[{"tau": t, "tau_cap": c, "tau_polyak": p} for t, c, p in zip(taus, caps, polyaks)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
@@ -221,7 +229,7 @@ class MoMo(_MoMoFamily):
 
     The mini-batch loss is required at every step: ``step(closure)``, ``step(loss=loss)`` or
     ``observe_loss(loss)`` + ``step()``. ``stats``: ``tau`` (step size taken), ``lower_bound``,
-    ``loss_avg``, ``step``.
+    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau``, ``tau_cap`` and ``tau_polyak`` of param group ``k``.
     """
 
     _model_beta_key = "momentum"
