@@ -60,3 +60,10 @@ def test_float64_loss_beyond_float32_range_is_finite(screen_path: str) -> None:
     optimizer = optimizer_with_grads([torch.ones(3, dtype=torch.float64)])
     assert optimizer._all_finite(torch.tensor(1e300, dtype=torch.float64))
     assert not optimizer._all_finite(torch.tensor(float("nan"), dtype=torch.float64))
+
+
+def test_complex_gradients_are_screened(screen_path: str) -> None:
+    grads = [torch.randn(5, dtype=torch.complex64), torch.randn(3, dtype=torch.complex64)]
+    assert optimizer_with_grads(grads)._all_finite(torch.tensor(1.0))
+    grads[1][2] = complex(0.0, float("nan"))
+    assert not optimizer_with_grads(grads)._all_finite(torch.tensor(1.0))

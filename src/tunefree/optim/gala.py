@@ -17,35 +17,33 @@ Regularized-Leader with the regulariser ``(delta/2)(eta - eta_0)^2`` has the clo
            \eta_t = \mathrm{clip}_{[\eta_{min}, \eta_{max}]}\Big(\frac{\delta \eta_0 + A_t}{\delta + B_t}\Big)
 
 (``eta_t = eta_{t-1}`` while ``delta + B_t = 0``; ``eta_1 = clip(eta_0)``). The base optimizer then steps
-with learning rate ``eta_t``. This is the form recommended for tunefree in ``shared/algorithms/gala.md`` §13
-(a generalisation of the third-party "reading A": the extra gradient is taken at the *previous parameters
-on the current batch*, which is what a standard torch closure can do). The paper's own practical
+with learning rate ``eta_t``. This is the form tunefree implements (call it the closure form; it
+generalises the third-party "reading A": the extra gradient is taken at the *previous parameters on the
+current batch*, which is what a standard torch closure can do). The paper's own practical
 algorithm could not be read; the following choices are **UNVERIFIED** against it:
 
-* **reading**: §13 above, not "reading B" (current parameters on the previous batch), which needs the
+* **reading**: the closure form above, not "reading B" (current parameters on the previous batch), which needs the
   previous batch and so cannot be driven by a torch closure.
-* **alignment** (option): ``"direction"`` (default) is §13, ``a_t = <g_t, u_{t-1}>``. ``"same_batch"``
-  (SGD base only) is §4.2 "reading A" in this closure form: ``a_t = <g_t, ghat_t>``, both gradients on
-  ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged and
-  ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is the
-  same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
+* **alignment** (option): ``"direction"`` (default) is the closure form, ``a_t = <g_t, u_{t-1}>``.
+  ``"same_batch"`` (SGD base only) is "reading A" in the closure form: ``a_t = <g_t, ghat_t>``, both
+  gradients on ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged
+  and ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is
+  the same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
   ``buf ~ g / (1 - momentum)``, and the quadratic term must be that of the step actually taken: with
-  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured on the
-  test MLP: lr 0.078, loss 15-41x tuned SGD-M, vs 0.031 and 1.15-1.28x with ``||u||^2``). Refused with
-  Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u`` has none (gala.md §4.2).
+  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured:
+  docs/gala-measurements.md). Refused with Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u``
+  has none.
 * **regulariser**: ``(delta/2)(eta - eta_0)^2``, default ``delta = 0`` (pure data from step 2 on; the
   initial learning rate is forgotten after the first feedback). ``delta`` has the units of ``b``
   (curvature x squared direction), so no scale-free default exists.
 * **the eta used at step t** already includes the feedback ``a_t, b_t`` measured at ``x_t`` (it is known
   before the step is taken).
 * **lower clip** ``lr_min = 0`` (as in the theory); ``lr_max = inf`` (the practical version drops it).
-* **an unmoved step reuses the last curvature** (a deliberate deviation from gala.md, which sets ``L_t = 0``
-  when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment still counts in
-  full (so ``eta`` can leave 0, as gala.md intends) but ``L_t = 0`` makes ``b_t = 0``, and the step back is
-  ``A / B`` with a ``B`` that never saw the current region. Measured on the test MLP from ``lr0 = 1`` (SGD
-  base, momentum 0): with ``L_t = 0`` eta went 0 -> 28 -> 8470 and the run diverged; with the last curvature
-  it went 0 -> 0.23 -> 0.095 and the run recovered (final loss 20x tuned SGD: the blow-up of the first steps
-  stays in ``A`` and ``B``).
+* **an unmoved step reuses the last curvature** (a deliberate deviation from the plain
+  reading ``L_t = 0`` when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment
+  still counts in full (so ``eta`` can leave 0, as intended) but ``L_t = 0`` would make ``b_t = 0``, and the
+  step back would be ``A / B`` with a ``B`` that never saw the current region; measured in
+  docs/gala-measurements.md.
 * **weight decay is decoupled** for both bases (``x <- (1 - lr wd) x - lr u``), also for SGD, whose torch
   convention couples it into the gradient: then ``g``, ``ghat`` and ``u`` are pure loss quantities and the
   alignment does not see the regulariser, while ``||x_t - x_{t-1}||`` is still the true distance moved.
@@ -96,7 +94,7 @@ from torch import Tensor, nn
 
 from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
 from tunefree.optim.elementwise import adam_direction_
-from tunefree.optim.kernels import dot, sub_scaled_
+from tunefree.optim.kernels import as_real, dot, sub_scaled_
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["GALA"]
@@ -105,6 +103,9 @@ Base = Literal["sgd", "adam"]
 Alignment = Literal["direction", "same_batch"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
 _GLOBAL_KEYS = ("base", "alignment", "delta", "lr_min", "lr_max")
+#: hyperparameters that only one base uses: the param groups of the other base do not carry them, so that
+#: torch's momentum-cycling schedulers cycle the key the base reads ("momentum" for SGD, "betas" for Adam)
+_BASE_ONLY_KEYS = {"sgd": ("betas", "eps"), "adam": ("momentum",)}
 
 
 class GALA(TunefreeOptimizer):
@@ -128,25 +129,18 @@ class GALA(TunefreeOptimizer):
         base: ``"sgd"`` (heavy-ball momentum, torch's convention) or ``"adam"``.
         momentum: SGD momentum factor in [0, 1) (``base="sgd"``).
         betas, eps: Adam's EMA factors and denominator constant (``base="adam"``).
+
+            Param groups carry only their base's keys (``momentum``, or ``betas`` and ``eps``), so
+            ``OneCycleLR`` / ``CyclicLR(cycle_momentum=True)`` cycle the factor the base actually uses; a
+            group that sets the other base's key is refused (``ValueError``).
         weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
         delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
-        alignment: ``"direction"`` (default, gala.md §13: ``a_t = <g_t, u_{t-1}>``, any base) or
-            ``"same_batch"`` (gala.md §4.2 reading A: ``a_t = <g_t, ghat_t>``, both on the current batch;
-            ``base="sgd"`` only, a ``ValueError`` with Adam).
-
-            Measured (tests/optim/test_gala.py: 300 steps, starts 1e-5..1, final lr / final loss relative to
-            the best fixed-lr SGD run with the same momentum). Mini-batch MLP, batches cycled in order: the
-            default SGD base collapses to lr 0 (consecutive batches' noise is anti-correlated, so
-            ``<g_t, u_{t-1}>`` sums negative; 10-21x); ``"same_batch"`` settles near the best fixed rate from
-            every start <= 0.1 (momentum 0.9: lr 0.031-0.039 vs 0.032, loss 1.15-1.28x; momentum 0: lr 0.09
-            vs 0.18, 1.3-1.4x), while start 1 survives its un-adapted first step but ends 20-52x. Full-batch
-            quadratic (condition number 1000): consistent across starts but about half the best rate (momentum
-            0: lr 0.82 vs 1.78, loss 3.4-3.9x) and hopeless against tuned heavy-ball, which exploits momentum
-            at lr 3.2 (GALA 0.06-0.22; 1e10x). The Adam base beats tuned heavy-ball on the quadratic from starts
-            <= 0.1 (0.3-0.5x; start 1: 3.6x) and is within 1.1x of tuned SGD-M on the MLP from starts
-            <= 1e-2. No configuration meets issue 3's "every start 1e-5..1 within 3x, loss within 2x of the
-            best fixed-lr SGD run".
+        alignment: ``"direction"`` (default, the closure form: ``a_t = <g_t, u_{t-1}>``, any base) or
+            ``"same_batch"`` (reading A: ``a_t = <g_t, ghat_t>``, both on the current batch;
+            ``base="sgd"`` only, a ``ValueError`` with Adam). How each configuration adapts, measured
+            from starts 1e-5..1 against the best fixed-lr SGD run: docs/gala-measurements.md (in short:
+            no configuration makes every start within 3x of the best rate and 2x of its loss).
         model: the module trained, so that the extra pass can restore its BatchNorm statistics (see
             :meth:`attach`).
         buffers: which buffers of ``model`` are restored: ``"norm"`` (running statistics of normalisation
@@ -159,6 +153,8 @@ class GALA(TunefreeOptimizer):
     ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
     ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
     """
+
+    optional_group_keys = frozenset({"alignment"})  # checkpoints from before the option
 
     def __init__(
         self,
@@ -184,6 +180,11 @@ class GALA(TunefreeOptimizer):
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
         )
+        # The constructor's values of both bases are checked (a typo fails even where the base ignores it);
+        # the groups then carry only the keys of their base.
+        self._check_base_hyperparameters(defaults)
+        for key in _BASE_ONLY_KEYS.get(base, ()):
+            del defaults[key]
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
         self._model: Optional[nn.Module] = None
@@ -200,6 +201,17 @@ class GALA(TunefreeOptimizer):
         )
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
+        if group["base"] != self.defaults["base"]:
+            raise ValueError(
+                f"{name}: base is global; pass it to the constructor, GALA(..., base={group['base']!r}), not in a "
+                f"param group (got {group['base']!r} in a group of a base={self.defaults['base']!r} optimizer)"
+            )
+        for key in _BASE_ONLY_KEYS[group["base"]]:
+            if key in group:
+                raise ValueError(
+                    f"{name}: {key} has no effect with base={group['base']!r} (it belongs to the other base); "
+                    f"remove it from the param group"
+                )
         alignment = group.setdefault("alignment", "direction")
         if alignment not in ("direction", "same_batch"):
             raise ValueError(f"{name}: alignment must be 'direction' or 'same_batch', got {alignment!r}")
@@ -209,13 +221,11 @@ class GALA(TunefreeOptimizer):
                 f"gradient^2, while Adam's direction mhat / (sqrt(vhat) + eps) (which sets the curvature term "
                 f"L ||u||^2) has none, so the ratio is not a learning rate; use alignment='direction' with Adam"
             )
-        check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_inclusive=False)
-        group["betas"] = check_betas(name, group["betas"])
-        check_range(name, "eps", group["eps"], 0.0)
+        self._check_base_hyperparameters(group)
         check_range(name, "weight_decay", group["weight_decay"], 0.0)
         check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
         lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
-        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True)
+        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True, finite=False)
         if group["lr_max"] <= 0:
             raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
         first = self.param_groups[0]
@@ -225,6 +235,16 @@ class GALA(TunefreeOptimizer):
                     f"{name}: all param groups must share {key} (GALA adapts one global learning rate); "
                     f"got {group[key]!r} and {first[key]!r}"
                 )
+
+    @staticmethod
+    def _check_base_hyperparameters(values: dict[str, Any]) -> None:
+        """Check the base optimizer's hyperparameters present in ``values`` (momentum, betas, eps)."""
+        if "momentum" in values:
+            check_range("GALA", "momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
+        if "betas" in values:
+            values["betas"] = check_betas("GALA", values["betas"])
+        if "eps" in values:
+            check_range("GALA", "eps", values["eps"], 0.0)
 
     # ------------------------------------------------------------------ model / RNG side effects
     def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
@@ -386,8 +406,10 @@ class GALA(TunefreeOptimizer):
                 u_prev = self._previous_direction(bucket, step)
                 # prev_param of the bucket's state lists is still x_{t-1} (the dict now holds x_t).
                 dx = torch._foreach_sub(bucket.params, bucket.state["prev_param"])
-                for p, g, u, d in zip(bucket.params, bucket.grads, u_prev, dx):
-                    gh = ghat[p]
+                for source, g, u, d in zip(bucket.sources, bucket.grads, u_prev, dx):
+                    gh = ghat[source]
+                    if gh is not None:
+                        gh = as_real(gh)  # a complex parameter is its real view, like g, u and dx
                     if same_batch:
                         if gh is not None:  # (no gradient in the extra pass: ghat = 0)
                             sums[0] = sums[0] + ratio * dot(g, gh, dtype)

@@ -2,7 +2,7 @@ r"""RSGDM: SGD-momentum rectified by a differential term (Yuan & Hu, CSA 2021; Q
 
 The momentum (an EMA of gradients) lags a drifting gradient; RSGDM adds ``beta`` times an EMA of the
 stepwise gradient differences ``g_t - g_{t-1}`` (the trend) to it. With equal factors and zero
-initialisation the two EMAs merge into one (rsgdm.md §3, exact by linearity):
+initialisation the two EMAs merge into one (exact by linearity):
 
 .. math::
 
@@ -45,11 +45,11 @@ class RSGDM(TunefreeOptimizer):
     ``RSGDM(lr=a/(1-b), beta=b)``. With ``correction=False`` and ``dampening=0`` that correspondence is
     exact, first step included (``n_t = (1-b) buf_t`` because torch's ``buf_1 = g_1`` is the zero-started
     sum); with ``correction=True`` it holds exactly against the undampened rectified momentum
-    ``n'_t = b n'_{t-1} + (1+b) g_t - b g_{t-1}`` (rsgdm.md §3), which torch does not have.
+    ``n'_t = b n'_{t-1} + (1+b) g_t - b g_{t-1}``, which torch does not have.
     ``SGD(momentum=b, dampening=b)`` differs from ``RSGDM(lr, beta=b, correction=False)`` by
     ``lr * b^t * g_1`` in the momentum (torch starts its buffer at ``g_1``, not at 0).
 
-    UNVERIFIED choices (no official code; the equations come from a third-party page, rsgdm.md):
+    UNVERIFIED choices (no official code; the equations come from a third-party page):
 
     * The correction coefficient is ``beta`` (a full lag correction would use ``beta / (1 - beta)``).
     * First step (``first_step``): ``"zero_diff"`` (default) takes ``g_0 = g_1``, so ``dg_1 = 0`` and
@@ -59,12 +59,16 @@ class RSGDM(TunefreeOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size of the EMA-form (dampened) momentum (default 1.0, i.e. torch SGD-M's 0.1 at beta 0.9).
-        beta: EMA factor of the momentum, also the coefficient of the difference term (default 0.9).
+        beta: EMA factor of the momentum, also the coefficient of the difference term (default 0.9). Stored in
+            the param groups as ``"momentum"``, the key of torch's momentum-cycling schedulers (``OneCycleLR``,
+            ``CyclicLR(cycle_momentum=True)``); a group or an old checkpoint with ``"beta"`` still works.
         weight_decay: coupled L2 ``lambda`` (default 0; 5e-4 in the CIFAR recipes).
         first_step: ``"zero_diff"`` or ``"zero_prev"`` (see above).
         correction: False drops the difference term: plain EMA SGD-momentum (one buffer, no ``g_prev``).
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
     """
+
+    legacy_group_keys = {"beta": "momentum"}
 
     def __init__(
         self,
@@ -78,12 +82,14 @@ class RSGDM(TunefreeOptimizer):
         nonfinite: str = "raise",
         process_group: Any = "auto",
     ) -> None:
-        defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, first_step=first_step, correction=bool(correction))
+        defaults = dict(
+            lr=lr, momentum=beta, weight_decay=weight_decay, first_step=first_step, correction=bool(correction)
+        )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
 
     def validate_group(self, group: dict[str, Any]) -> None:
         check_range("RSGDM", "lr", group["lr"], 0.0)
-        check_range("RSGDM", "beta", group["beta"], 0.0, 1.0, high_inclusive=False)
+        check_range("RSGDM", "momentum (beta)", group["momentum"], 0.0, 1.0, high_inclusive=False)
         check_range("RSGDM", "weight_decay", group["weight_decay"], 0.0)
         if group["first_step"] not in ("zero_diff", "zero_prev"):
             raise ValueError(f"RSGDM: first_step must be 'zero_diff' or 'zero_prev', got {group['first_step']!r}")
@@ -105,7 +111,7 @@ class RSGDM(TunefreeOptimizer):
 
     def _bucket_step(self, bucket: Bucket) -> None:
         group = bucket.group
-        lr, beta = group["lr"], group["beta"]
+        lr, beta = group["lr"], group["momentum"]
         grads = coupled_weight_decay(bucket.params, bucket.grads, group["weight_decay"])
         correction = group["correction"]
         lists = [bucket.params, grads, bucket.state["momentum_buffer"]]
