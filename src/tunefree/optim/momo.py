@@ -44,7 +44,8 @@ import torch
 from torch import Tensor
 
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
-from tunefree.optim.kernels import divide_into_, sub_scaled_, sum_of_dots
+from tunefree.optim.elementwise import adam_direction_
+from tunefree.optim.kernels import sub_scaled_, sum_of_dots
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["MoMo", "MoMoAdam"]
@@ -336,19 +337,6 @@ class MoMoAdam(_MoMoFamily):
     def _bias_correction2_sqrt(bucket: Bucket, step: Tensor) -> Tensor:
         return torch.sqrt(1.0 - bucket.group["betas"][1] ** step).to(bucket.params[0].dtype)
 
-    @staticmethod
-    def _direction_(
-        bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
-        out: list[Tensor],
-    ) -> None:
-        """out <- m / (sqrt(v / (1 - beta2^k)) + eps), written into ``out`` (the block's scratch). The update
-        pass recomputes it with the same ops (bitwise the same) rather than keeping a model-sized buffer."""
-        torch._foreach_copy_(out, exp_avg_sq)
-        torch._foreach_sqrt_(out)
-        torch._foreach_div_(out, bias_correction2_sqrt)
-        torch._foreach_add_(out, bucket.group["eps"])
-        divide_into_(exp_avg, out)
-
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         beta1, beta2 = bucket.group["betas"]
         lists = [bucket.params, bucket.grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
@@ -358,7 +346,7 @@ class MoMoAdam(_MoMoFamily):
             torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             dots.append(self.block_dots(grads, params, exp_avg, direction))
         return self.sum_dots(dots)
 
@@ -368,7 +356,7 @@ class MoMoAdam(_MoMoFamily):
         lists = [bucket.params, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
         bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
         for (params, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             if decoupled:
                 torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
             sub_scaled_(params, direction, tau)
