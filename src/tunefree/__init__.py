@@ -9,6 +9,7 @@ from tunefree.optim.registry import (
     available_optimizers,
     create_optimizer,
     get_optimizer_info,
+    register_optimizer,
 )
 from tunefree.optim.rsgdm import RSGDM
 from tunefree.optim.smes import SMES, AlphaSchedule
@@ -28,5 +29,6 @@ __all__ = [
     "available_optimizers",
     "create_optimizer",
     "get_optimizer_info",
+    "register_optimizer",
     "__version__",
 ]
