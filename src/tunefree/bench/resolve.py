@@ -88,7 +88,10 @@ def _signature(entry: OptimizerInfo) -> str:
     factory = entry.load_class()
     name = getattr(factory, "__name__", entry.name)
     try:
-        return f"{name}{inspect.signature(factory)}"
+        signature = inspect.signature(factory)
+        # the names and defaults are what a user needs; annotations would double the line
+        plain = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+        return f"{name}{signature.replace(parameters=plain, return_annotation=inspect.Signature.empty)}"
     except (TypeError, ValueError):  # a builtin or C callable without a signature
         return f"{name}(...)"
 
@@ -127,8 +130,7 @@ def check_options(entry: OptimizerInfo, options: dict[str, Any]) -> None:
         entry.create([torch.zeros(2, requires_grad=True)], **decoded)
     except Exception as exc:  # noqa: BLE001 - whatever the constructor refuses, said in one line
         setting = ", ".join(f"{k}={v!r}" for k, v in decoded.items())
-        raise ValueError(f"{entry.name}({setting}) is refused by {_signature(entry)}: "
-                         f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise ValueError(f"{entry.name}({setting}) is refused: {type(exc).__name__}: {exc}".splitlines()[0]) from None
 
 
 def _plain(value: Any) -> bool:
