@@ -188,8 +188,9 @@ def figure_option_sensitivity(sweep: OptionSweep) -> Any:
 
     panels = list(sweep.cells.items())
     exps = sorted({e for _, cells in panels for o in cells.values() for e in o.exps})
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.75 * len(exps) * len(panels) + 1.4 * len(panels),
-                                                     1.4 + 0.42 * len(sweep.values)), squeeze=False)
+    width = max(7.0, 2.0 + (0.75 * len(exps) + 1.4) * len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 2.0 + 0.42 * len(sweep.values)), squeeze=False,
+                             layout="constrained")
     image = None
     for ax, (task, cells) in zip(axes[0], panels):
         grid = np.full((len(sweep.values), len(exps)), np.nan)
@@ -212,7 +213,6 @@ def figure_option_sensitivity(sweep: OptionSweep) -> Any:
     axes[0][0].set_ylabel(sweep.key)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label=f"score s (clipped to [{_SCORE_FLOOR}, 1])")
-    fig.suptitle(f"{sweep.title}: score over lr and {sweep.key} (s >= {TARGET} = as good as a tuned baseline)",
-                 fontsize=10)
+    fig.suptitle(f"{sweep.title}: score s over lr and {sweep.key}", fontsize=10)
     return fig
 
