@@ -1,4 +1,4 @@
-"""The ``tunefree`` command: ``bench``, ``report``, ``export`` and ``list``.
+"""The ``tunefree`` command: ``bench``, ``report``, ``export``, ``list`` and ``plot-stats``.
 
 Usage errors (unknown task or optimizer, bad values) exit with code 2 and a one-line message; a sweep
 itself never stops on a failed run (those are recorded in the ledger).
@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir")
     export.add_argument("--csv", help="output path (default DIR/runs.csv)")
     sub.add_parser("list", help="list tasks (suites, availability) and optimizers (default lr, what lr means)")
+    plot_stats = sub.add_parser("plot-stats", help="draw a tunefree.watch CSV (adaptive quantities, alerts) as a PNG")
+    plot_stats.add_argument("csv", metavar="FILE.csv")
+    plot_stats.add_argument("--out", metavar="PNG", help="output path (default: FILE.png)")
     return parser
 
 
@@ -293,6 +296,18 @@ def _cmd_export(folder: str, csv_path: str | None) -> int:
     return 0
 
 
+def _cmd_plot_stats(csv_path: str, out: str | None) -> int:
+    from tunefree.monitor.plot import plot_stats
+
+    if not os.path.isfile(csv_path):
+        raise UsageError(f"no such file {csv_path!r}")
+    try:
+        print(plot_stats(csv_path, out))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tunefree`` console script; returns the exit code."""
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -306,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args.dir)
         if args.command == "export":
             return _cmd_export(args.dir, args.csv)
+        if args.command == "plot-stats":
+            return _cmd_plot_stats(args.csv, args.out)
     except UsageError as exc:
         print(f"tunefree: error: {str(exc).removeprefix('tunefree: ')}", file=sys.stderr)
         return 2

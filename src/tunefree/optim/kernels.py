@@ -16,6 +16,7 @@ from torch import Tensor
 __all__ = [
     "CPU_BLOCK_NUMEL",
     "FLAT_CHUNK_NUMEL",
+    "as_real",
     "block_numel",
     "cache_blocks",
     "divide_into_",
@@ -35,6 +36,12 @@ def local_tensor(tensor: Tensor) -> Tensor:
     """The process-local part of ``tensor`` (a DTensor's shard; a plain tensor itself)."""
     to_local = getattr(tensor, "to_local", None)
     return to_local() if to_local is not None else tensor
+
+
+def as_real(tensor: Tensor) -> Tensor:
+    """``torch.view_as_real`` of a complex tensor (a view: in-place ops write through), else the tensor:
+    kernels see a complex parameter as its real view, as ``torch.optim`` does."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 def dot(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
