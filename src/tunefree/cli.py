@@ -145,7 +145,8 @@ def _cmd_list() -> int:
     infos = available_optimizers(include_peers=True)
     for entry in infos:
         problem = entry.import_error()
-        kind = "baseline" if entry.baseline else ("peer" if entry.peer else "tunefree" if entry.factory is None else "user")
+        own = "tunefree" if entry.factory is None else "user"
+        kind = "baseline" if entry.baseline else ("peer" if entry.peer else own)
         state = "" if problem is None else f"  [not importable: {problem}]"
         print(f"  {entry.name:<20} {kind:<8} default lr {entry.default_lr:<8g} lr = {entry.lr_meaning}{state}")
     return 0

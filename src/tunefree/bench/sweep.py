@@ -48,9 +48,9 @@ from tunefree.bench.records import (
 )
 from tunefree.bench.report import write_report
 from tunefree.bench.resolve import (
+    check_options,
     code_version,
     default_optimizers,
-    check_options,
     installed_peers,
     resolve_optimizer,
     resolve_task,
@@ -191,7 +191,9 @@ def run_sweep(
         if schedule != "constant":
             log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
 
-        def results(obj: Task, entry: OptimizerInfo, kw: str, wanted: Sequence[int]) -> list[tuple[float, float | None]]:
+        def results(
+            obj: Task, entry: OptimizerInfo, kw: str, wanted: Sequence[int]
+        ) -> list[tuple[float, float | None]]:
             # the stored runs of one method of this sweep: same code version, kwargs and schedule
             rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
                                code_version=run_code_version(versions[obj.name], entry), kwargs=kw,
