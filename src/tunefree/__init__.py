@@ -10,6 +10,7 @@ from tunefree.optim.registry import (
     available_optimizers,
     create_optimizer,
     get_optimizer_info,
+    register_optimizer,
 )
 from tunefree.optim.rsgdm import RSGDM
 from tunefree.optim.smes import SMES, AlphaSchedule
@@ -32,6 +33,7 @@ __all__ = [
     "available_optimizers",
     "create_optimizer",
     "get_optimizer_info",
+    "register_optimizer",
     "watch",
     "__version__",
 ]
