@@ -12,7 +12,8 @@ An optimizer module holds its math and little else; everything a real training l
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
   estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
-* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
+* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors
+  (first param group), :attr:`TunefreeOptimizer.group_stats` those of every param group;
 * **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state;
 * **torch's optimizer contract** (docs/contract.md): a step without gradients is a no-op, complex
   parameters behave as their ``torch.view_as_real``, ``deepcopy``/``pickle`` keep everything ``step()``
@@ -37,7 +38,15 @@ from torch import Tensor
 
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.elementwise import new_step_counter
-from tunefree.optim.kernels import CPU_BLOCK_NUMEL, as_real, block_numel, cache_blocks, local_tensor
+from tunefree.optim.kernels import (
+    CPU_BLOCK_NUMEL,
+    as_real,
+    block_numel,
+    cache_blocks,
+    entries_finite,
+    finite_screen,
+    local_tensor,
+)
 from tunefree.optim.validation import check_range
 
 __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
@@ -83,7 +92,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     Args:
         nonfinite: what a NaN/Inf loss or gradient does. ``"raise"`` (default): :class:`NonFiniteError`,
             with parameters and state untouched. ``"skip"``: the step is skipped (counted in
-            ``stats["skipped_steps"]``). Both cost one host synchronisation per step. ``"off"``: no check,
+            ``stats["skipped_steps"]``). Both read each gradient once more and cost one host
+            synchronisation per step (a second one only to confirm a refusal). ``"off"``: no check,
             no synchronisation, as in ``torch.optim`` (use it under ``GradScaler``, which checks gradients
             itself, or in a ``torch.compile``-d step; compiled steps never run the check).
         process_group: group over which global quantities are reduced. ``"auto"`` (default): the default
@@ -124,6 +134,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self.process_group = process_group
         self.global_state: dict[str, Tensor] = {}
         self.stats: dict[str, Tensor] = {}
+        #: one dict of 0-dim tensors per param group (same order), e.g. MoMo's ``tau`` and its cap
+        self.group_stats: list[dict[str, Tensor]] = []
         self._observed_loss: Optional[Tensor] = None
         # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
         self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
@@ -278,30 +290,46 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         return LocalShardFallback()
 
     def _all_finite(self, loss: Optional[Tensor]) -> bool:
-        """One fused check of the loss and every gradient (a single host synchronisation).
+        """Whether the loss and every gradient are finite: one read of each gradient, one host
+        synchronisation (the verdict).
 
-        With a process group the verdict is global (one small all-reduce): a NaN in one rank's gradient
-        shard or loss makes every rank refuse or skip the step, so the ranks never disagree on whether
-        to enter the step's collectives.
+        The gradients go through :func:`~tunefree.optim.kernels.finite_screen` (on CPU a sum per tensor,
+        at memory bandwidth). A CPU screen can also flag finite gradients whose sum overflows; only then
+        (a refused step, or gradients beyond ~1e38) an exact ``isfinite`` pass confirms, at a second
+        synchronisation. With a process group the verdict is global (one small all-reduce): a NaN in one
+        rank's gradient shard or loss makes every rank refuse or skip the step, so the ranks never
+        disagree on whether to enter the step's collectives.
         """
-        # Everything stays on the parameters' device until the one .item() at the end: each .cpu() of
-        # a device tensor would be a host synchronisation of its own.
+        # Everything stays on the parameters' device until the .item(): each .cpu() of a device tensor
+        # would be a host synchronisation of its own.
         device, _ = self.scalar_device_dtype()
-        maxima: list[Tensor] = [torch.zeros(1, device=device)]
-        if loss is not None:
-            maxima.append(loss.abs().to(device=device, dtype=torch.float32).reshape(1))
+        by_device: dict[torch.device, list[Tensor]] = {}
         for group in self.param_groups:
-            # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have no inf-norm.
-            grads = [g for g in (local_tensor(p.grad) for p in group["params"] if p.grad is not None) if g.numel()]
-            if grads:
-                # The max-abs norm propagates NaN and is Inf exactly when an entry is.
-                norms = torch._foreach_norm(grads, math.inf)
-                maxima.append(torch.stack([n.to(device) for n in norms]).to(torch.float32).max().reshape(1))
-        bad = (~torch.isfinite(torch.cat(maxima))).any().to(torch.float32).reshape(1)
+            for param in group["params"]:
+                if param.grad is not None:
+                    grad = as_real(local_tensor(param.grad))  # complex: its real view
+                    # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have nothing to check.
+                    if grad.numel():
+                        by_device.setdefault(grad.device, []).append(grad)
+        loss_bad = [] if loss is None else [(~torch.isfinite(loss.to(device))).reshape(1)]
+        screens = [finite_screen(grads) for grads in by_device.values()]
+        bad = loss_bad + [suspect.to(device).reshape(1) for suspect, _ in screens]
+        if not self._any_rank(bad):
+            return True
+        if all(exact for _, exact in screens):
+            return False
+        # Every rank gets here together (the verdict above is global), so the collectives stay matched.
+        confirmed = loss_bad + [(~entries_finite(grads)).to(device).reshape(1) for grads in by_device.values()]
+        return not self._any_rank(confirmed)
+
+    def _any_rank(self, flags: list[Tensor]) -> bool:
+        """Whether any of the 1-element bool ``flags`` is set on any rank of the reduction group."""
+        device, _ = self.scalar_device_dtype()
+        bad = torch.cat([torch.zeros(1, dtype=torch.bool, device=device), *flags]).any().to(torch.float32).reshape(1)
         group = self._reduction_group()
         if group is not None and dist.get_world_size(group) > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
-        return not bool(bad.item())
+        return bool(bad.item())
 
     # ------------------------------------------------------------------ multi-tensor grouping
     def buckets(self, group: dict[str, Any]) -> list[Bucket]:
@@ -387,11 +415,20 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         dtype = torch.float64 if torch.float64 in dtypes else torch.float32
         return params[0].device, dtype
 
-    def publish_stats(self, **values: Tensor) -> None:
-        """Replace :attr:`stats` with ``values`` (0-dim tensors). The dict object itself is kept: a
-        compiled step may mutate it, while torch.compile (2.11) cannot trace a new attribute value."""
+    def publish_stats(self, groups: Optional[Sequence[dict[str, Tensor]]] = None, **values: Tensor) -> None:
+        """Replace :attr:`stats` with ``values`` and :attr:`group_stats` with ``groups`` (one dict per param
+        group; all 0-dim tensors). The dict and list objects themselves are kept: a compiled step may
+        mutate them, while torch.compile (2.11) cannot trace a new attribute value."""
         self.stats.clear()
         self.stats.update(values)
+        if groups is not None:
+            per_group = self.__dict__.setdefault("group_stats", [])  # absent after unpickling an old optimizer
+            del per_group[len(groups):]
+            for index, group_values in enumerate(groups):
+                if index == len(per_group):
+                    per_group.append({})
+                per_group[index].clear()
+                per_group[index].update(group_values)
 
     def global_scalar(self, key: str, initial: float) -> Tensor:
         """The global scalar ``key`` of the state, created as ``initial`` on first use."""

@@ -120,7 +120,8 @@ import torch
 from torch import Tensor, nn
 
 from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
-from tunefree.optim.kernels import as_real, dot
+from tunefree.optim.elementwise import adam_direction_
+from tunefree.optim.kernels import as_real, dot, sub_scaled_
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["GALA"]
@@ -198,7 +199,8 @@ class GALA(TunefreeOptimizer):
 
     ``step(closure)`` is required and calls the closure **twice** from the second step on.
     ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
-    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
+    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``; ``group_stats[k]["lr"]``: the
+    learning rate group ``k`` stepped with (``eta * lr_k / lr_0``).
     """
 
     # checkpoints from before the options ran the paper form
@@ -441,12 +443,9 @@ class GALA(TunefreeOptimizer):
         dtype = bucket.params[0].dtype
         bias1 = (1.0 - beta1 ** step).to(dtype)
         bias2_sqrt = torch.sqrt(1.0 - beta2 ** step).to(dtype)
-        direction = torch._foreach_sqrt(bucket.state["exp_avg_sq"])
-        torch._foreach_div_(direction, bias2_sqrt)
-        torch._foreach_add_(direction, bucket.group["eps"])
-        torch._foreach_mul_(direction, bias1)
-        for moment, denominator in zip(bucket.state["exp_avg"], direction):
-            torch.div(moment, denominator, out=denominator)
+        direction = [torch.empty_like(v) for v in bucket.state["exp_avg_sq"]]
+        adam_direction_(bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bias2_sqrt, bucket.group["eps"],
+                        direction, bias_correction1=bias1)
         return direction
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
@@ -553,6 +552,8 @@ class GALA(TunefreeOptimizer):
             self._base_step(bucket, step, lr)
 
         self.publish_stats(
+            # group k steps with eta * lr_k / lr_0 (see _base_step's caller above)
+            groups=[{"lr": eta * (group["lr"] / eta0)} for group in self.param_groups],
             lr=eta.clone(),
             alignment=alignment.clone(),
             curvature=curvature.clone(),
@@ -576,4 +577,4 @@ class GALA(TunefreeOptimizer):
             direction = self._adam_direction(bucket, step)
         if group["weight_decay"] != 0:
             torch._foreach_mul_(bucket.params, 1.0 - lr * group["weight_decay"])
-        torch._foreach_addcmul_(bucket.params, direction, [lr] * len(direction), value=-1)
+        sub_scaled_(bucket.params, direction, lr)

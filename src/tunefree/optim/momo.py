@@ -30,7 +30,9 @@ Implemented from the authors' code (``momo-opt`` 0.1.0), including the online lo
   factor ``1 + lr * weight_decay`` has no meaning at an infinite cap (refused with a ``ValueError``).
 * Several param groups: the sums run over all groups; ``tau``, the lower-bound reset and its update run
   group by group with each group's ``lr`` and ``weight_decay``, in order, as the reference does;
-  ``stats["tau"]`` is the first group's step size.
+  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau``, its
+  cap ``tau_cap = lr_k / rho_k`` and the uncapped model step ``tau_polyak`` (``tau = min(tau_cap,
+  tau_polyak)``; at ``tau == tau_cap`` the cap binds and the step is plain SGD-M/Adam with lr = cap).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import torch
 from torch import Tensor
 
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
-from tunefree.optim.kernels import divide_into_, sub_scaled_, sum_of_dots
+from tunefree.optim.elementwise import adam_direction_
+from tunefree.optim.kernels import sub_scaled_, sum_of_dots
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["MoMo", "MoMoAdam"]
@@ -152,6 +155,8 @@ class _MoMoFamily(TunefreeOptimizer):
         estimate = first_group["estimate_lower_bound"]
 
         taus: list[Tensor] = []
+        caps: list[Tensor] = []
+        polyaks: list[Tensor] = []
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
             c = 1.0 + lr * weight_decay if weight_decay else 1.0  # (lr may be inf: uncapped)
@@ -163,19 +168,23 @@ class _MoMoFamily(TunefreeOptimizer):
             numerator = c * (loss_avg - rho * lower_bound) + dir_dot_x - c * grad_dot_x_avg
             safe_norm = torch.where(dir_norm_sq > _TINY_NORM, dir_norm_sq, torch.ones_like(dir_norm_sq))
             polyak = torch.where(dir_norm_sq > _TINY_NORM, numerator.clamp(min=0) / safe_norm, zero)
-            tau = torch.minimum(lr / rho + zero, polyak)
+            cap = lr / rho + zero
+            tau = torch.minimum(cap, polyak)
             if estimate:
                 model_value = loss_avg + dir_dot_x - grad_dot_x_avg
                 lower_bound.copy_(
                     torch.clamp((model_value - 0.5 * tau * dir_norm_sq) / rho, min=lower_bound_init)
                 )
             taus.append(tau)
+            caps.append(cap)
+            polyaks.append(polyak)
 
         for bucket in buckets:
             tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
+            groups=[{"tau": t, "tau_cap": c, "tau_polyak": p} for t, c, p in zip(taus, caps, polyaks)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
@@ -221,7 +230,7 @@ class MoMo(_MoMoFamily):
 
     The mini-batch loss is required at every step: ``step(closure)``, ``step(loss=loss)`` or
     ``observe_loss(loss)`` + ``step()``. ``stats``: ``tau`` (step size taken), ``lower_bound``,
-    ``loss_avg``, ``step``.
+    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau``, ``tau_cap`` and ``tau_polyak`` of param group ``k``.
     """
 
     _model_beta_key = "momentum"
@@ -328,19 +337,6 @@ class MoMoAdam(_MoMoFamily):
     def _bias_correction2_sqrt(bucket: Bucket, step: Tensor) -> Tensor:
         return torch.sqrt(1.0 - bucket.group["betas"][1] ** step).to(bucket.params[0].dtype)
 
-    @staticmethod
-    def _direction_(
-        bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
-        out: list[Tensor],
-    ) -> None:
-        """out <- m / (sqrt(v / (1 - beta2^k)) + eps), written into ``out`` (the block's scratch). The update
-        pass recomputes it with the same ops (bitwise the same) rather than keeping a model-sized buffer."""
-        torch._foreach_copy_(out, exp_avg_sq)
-        torch._foreach_sqrt_(out)
-        torch._foreach_div_(out, bias_correction2_sqrt)
-        torch._foreach_add_(out, bucket.group["eps"])
-        divide_into_(exp_avg, out)
-
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         beta1, beta2 = bucket.group["betas"]
         lists = [bucket.params, bucket.grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
@@ -350,7 +346,7 @@ class MoMoAdam(_MoMoFamily):
             torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             dots.append(self.block_dots(grads, params, exp_avg, direction))
         return self.sum_dots(dots)
 
@@ -360,7 +356,7 @@ class MoMoAdam(_MoMoFamily):
         lists = [bucket.params, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
         bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
         for (params, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             if decoupled:
                 torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
             sub_scaled_(params, direction, tau)

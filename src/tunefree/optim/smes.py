@@ -221,8 +221,8 @@ class SMES(TunefreeOptimizer):
             resumes with ``"legacy"``, the math it was trained with.
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
 
-    ``stats``: ``alpha`` (the first group's exponent at the last step); ``v_ref`` (the first group's) once measured
-    (``lr_scaling="initial"``).
+    ``stats``: ``alpha`` (the first group's exponent at the last step); ``group_stats[k]["alpha"]``: group
+    ``k``'s exponent; ``v_ref`` (the first group's) once measured (``lr_scaling="initial"``).
 
     State per tensor: ``exp_avg``, ``exp_avg_sq`` (in the parameter's dtype, like torch's Adam) and
     ``step`` (0-dim float64 counter; the bias corrections are computed from it on the device).
@@ -341,7 +341,8 @@ class SMES(TunefreeOptimizer):
         else:
             extra = {}
         device, dtype = self.scalar_device_dtype()
-        self.publish_stats(alpha=torch.full((), alphas[0], device=device, dtype=dtype), **extra)
+        per_group = [{"alpha": torch.full((), alpha, device=device, dtype=dtype)} for alpha in alphas]
+        self.publish_stats(groups=per_group, alpha=per_group[0]["alpha"], **extra)
 
     @staticmethod
     def _tensor_rms_factor(bucket: Bucket, grads: list[Tensor], bc2: Tensor, alpha: float) -> Tensor:
