@@ -11,7 +11,8 @@ An optimizer module holds its math and little else; everything a real training l
 * **global reductions**: :meth:`TunefreeOptimizer.reduce` packs a step's partial sums (and the loss) into
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
-  estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
+  estimates, step counters, FTRL sums) is saved and restored with the per-parameter state, also through
+  ``torch.distributed.checkpoint`` (:mod:`tunefree.optim.checkpoint`);
 * **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
 * **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state.
 """
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from tunefree.optim import checkpoint
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.kernels import CPU_BLOCK_NUMEL, block_numel, cache_blocks, local_tensor
 
@@ -35,9 +37,6 @@ __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer
 NonFinitePolicy = Literal["raise", "skip", "off"]
 LossLike = Union[Tensor, float]
 Closure = Callable[[], LossLike]
-
-# Key under which the global scalar state travels inside ``state_dict()``.
-_GLOBAL_KEY = "tunefree_global_state"
 
 
 class NonFiniteError(FloatingPointError):
@@ -97,6 +96,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 f"got {process_group!r}"
             )
         super().__init__(params, defaults)
+        checkpoint.ensure_global_state_key(self)
         self.nonfinite: NonFinitePolicy = nonfinite
         self.process_group = process_group
         self.global_state: dict[str, Tensor] = {}
@@ -169,7 +169,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
         Returns:
             The loss (the closure's return value, or ``loss``), as ``torch.optim`` optimizers do.
+            ``None`` for ``torch.distributed.checkpoint``'s state-initialising call (see
+            :mod:`tunefree.optim.checkpoint`), which only creates the per-parameter state.
         """
+        if checkpoint.handle_state_initialising_step(self, closure, loss):
+            return None
         if closure is not None and loss is not None:
             raise ValueError(f"{type(self).__name__}.step: pass either a closure or loss=, not both")
         returned: Optional[LossLike] = loss
@@ -384,20 +388,19 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ state_dict
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state[_GLOBAL_KEY] = {key: value.clone() for key, value in self.global_state.items()}
-        return state
+        # The global scalars travel inside param_groups[0], where torch.distributed.checkpoint keeps them.
+        return checkpoint.add_global_state(super().state_dict(), self.global_state)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state saved by ``state_dict()``; a corrupt or mismatched one raises ``ValueError``."""
         name = type(self).__name__
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
-        state_dict = dict(state_dict)
-        global_state = state_dict.pop(_GLOBAL_KEY, None)
+        state_dict, global_state = checkpoint.split_global_state(name, state_dict)
         if global_state is None and state_dict["state"]:
             raise ValueError(
-                f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
+                f"{name}.load_state_dict: the state_dict has per-parameter state but no "
+                f"{checkpoint.GLOBAL_KEY!r}; "
                 f"it was not saved by a tunefree optimizer"
             )
         previous = (self.state, self.param_groups)
@@ -407,6 +410,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         except ValueError:
             self.state, self.param_groups = previous
             raise
+        checkpoint.ensure_global_state_key(self)
         # torch leaves "step" entries on the device they were saved from (its own counters live on the
         # CPU); tunefree's counters live beside their parameter, so a checkpoint can change devices.
         for param, state in self.state.items():

@@ -94,6 +94,7 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from tunefree.optim import checkpoint
 from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
 from tunefree.optim.kernels import dot
 from tunefree.optim.validation import check_betas, check_range
@@ -274,6 +275,8 @@ class GALA(TunefreeOptimizer):
         estimate that sets the learning rate). Returns the first call's loss.
         """
         if closure is None:
+            if checkpoint.handle_state_initialising_step(self, closure, loss):
+                return None  # torch.distributed.checkpoint's state-initialising call (creates the state only)
             raise ValueError(
                 "GALA.step needs a closure: optimizer.step(closure) where closure() zeroes the gradients, "
                 "evaluates the current mini-batch, calls backward() and returns the loss. GALA calls it "
