@@ -12,6 +12,7 @@ from tunefree.optim.registry import (
 )
 from tunefree.optim.rsgdm import RSGDM
 from tunefree.optim.smes import SMES, AlphaSchedule
+from tunefree.optim.wrappers import unwrap_optimizer
 
 __version__ = "0.1.0"
 
@@ -28,5 +29,6 @@ __all__ = [
     "available_optimizers",
     "create_optimizer",
     "get_optimizer_info",
+    "unwrap_optimizer",
     "__version__",
 ]

@@ -314,3 +314,28 @@ def fsdp_dcp_resume(name: str, path: str, steps: int = STEPS, flatten: bool = Fa
     train(name, fresh_model, fresh, x, y, steps - steps // 2)
     return {"uninterrupted": uninterrupted, "resumed": snapshot(fresh_model, fresh),
             "saved_global": saved_global, "loaded_global": loaded_global, "state_types": state_types}
+
+
+# ---------------------------------------------------------------------------------------- ZeRO
+def zero_run(name: str, steps: int = STEPS, **kwargs: Any) -> dict[str, Any]:
+    """``ZeroRedundancyOptimizer(optimizer_class=<tunefree class>)`` over DDP, half of the batch per rank:
+    each rank's optimizer holds a partition of the parameters. Returns the result, or the error message
+    when the construction is refused (``{"refused": message}``)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    info = get_optimizer_info(name)
+    options = {"lr": info.default_lr, **info.fixed_kwargs, **RUN_KWARGS.get(name, {}), **kwargs}
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = make_model()
+    ddp = DistributedDataParallel(model)
+    try:
+        optimizer = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=info.cls, **options)
+    except ValueError as error:
+        return {"refused": str(error)}
+    local = optimizer.optim
+    x, y = shard_of_batch(rank, world)
+    train(name, ddp, optimizer, x, y, steps)  # step(loss=...) reaches the local optimizer through ZeRO
+    result = snapshot(model, local)
+    result["local_params"] = sum(len(g["params"]) for g in local.param_groups)
+    return result

@@ -31,6 +31,7 @@ from torch import Tensor
 from tunefree.optim import checkpoint
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.kernels import CPU_BLOCK_NUMEL, block_numel, cache_blocks, local_tensor
+from tunefree.optim.wrappers import enclosing_zero_redundancy_optimizer
 
 __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 
@@ -104,6 +105,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self._observed_loss: Optional[Tensor] = None
         # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
         self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
+        #: this rank holds a partition of whole tensors (ZeroRedundancyOptimizer): see join_zero_redundancy
+        self.params_partitioned = False
+        zero = enclosing_zero_redundancy_optimizer()
+        if zero is not None:
+            self.join_zero_redundancy(zero)
 
     # ------------------------------------------------------------------ subclass interface
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
@@ -116,6 +122,23 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         """Check a param group's hyperparameters (raise ``ValueError`` naming the argument)."""
+
+    def join_zero_redundancy(self, zero: Any) -> None:
+        """Called when ``torch.distributed.optim.ZeroRedundancyOptimizer`` builds this optimizer over its
+        rank's partition of the parameters (whole tensors, each held by exactly one rank).
+
+        The partial sums of :meth:`reduce` are then *added* across ZeRO's process group (not taken from
+        rank 0 as for DDP replicas) and the loss averaged, so every rank computes the step size of the
+        single-process run over all parameters. Subclasses whose step cannot be split by parameter refuse.
+        """
+        if not (self.process_group == "auto" or self.process_group is zero.process_group):
+            raise ValueError(
+                f"{type(self).__name__}: inside ZeroRedundancyOptimizer the global sums must be reduced over "
+                f"ZeRO's own process group (each rank holds only part of the parameters), got "
+                f"process_group={self.process_group!r}; leave process_group at 'auto'"
+            )
+        self.process_group = zero.process_group
+        self.params_partitioned = True
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its hyperparameters are validated like the constructor's (the group is not added
@@ -374,7 +397,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                         f"applied to part of the model, a 2-D (HSDP) mesh or replicated tensor-parallel "
                         f"DTensors. This layout is not supported yet."
                     )
-                sharded = layouts == {"sharded"}
+                # ZeRO partitions: each plain tensor lives on one rank only, so its sums add up like shards.
+                sharded = layouts == {"sharded"} or self.params_partitioned
                 weights = torch.ones_like(packed)
                 if not sharded and dist.get_rank(group) != 0:
                     weights[:n_sums] = 0.0

@@ -226,6 +226,16 @@ class GALA(TunefreeOptimizer):
                     f"got {group[key]!r} and {first[key]!r}"
                 )
 
+    def join_zero_redundancy(self, zero: Any) -> None:
+        """Refused: GALA's extra pass moves *every* parameter back to its previous point and re-evaluates
+        the closure, but inside ZeroRedundancyOptimizer each rank's GALA holds (and can move) only its own
+        partition, so the curvature estimate, and with it the learning rate, would be wrong."""
+        raise ValueError(
+            "GALA cannot run inside torch.distributed.optim.ZeroRedundancyOptimizer: its second closure "
+            "evaluation needs every parameter at its previous point, but each rank's GALA holds only its "
+            "partition of the parameters. Use GALA with DDP or FSDP2 (fully_shard), which it supports."
+        )
+
     # ------------------------------------------------------------------ model / RNG side effects
     def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
         """Let the extra pass restore ``model``'s buffers (BatchNorm running statistics) afterwards.
