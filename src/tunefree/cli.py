@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Sequence
 
+from tunefree.bench.records import SUITES  # the leaf record module: no torch, cheap to import
+
 __all__ = ["main", "build_parser"]
 
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     bench = sub.add_parser("bench", help="run a sweep (resumes if OUT already has results), then write the report")
-    bench.add_argument("--suite", choices=("quick", "standard"), default="quick")
+    bench.add_argument("--suite", choices=SUITES, default="quick")
     bench.add_argument("--tasks", nargs="+", metavar="NAME", help="built-in tasks (default: all of the suite)")
     bench.add_argument("--task", action="append", metavar="MODULE:FACTORY", default=[],
                        help="your own task: importable module (or file.py) and a factory returning a Task")
@@ -107,7 +109,6 @@ def _suite_tasks(tasks_module: object, suite: str | None) -> tuple[list[object],
 
 
 def _cmd_list() -> int:
-    from tunefree.bench.sweep import SUITES
     from tunefree.bench.tasks.base import TaskUnavailable
     from tunefree.optim.registry import available_optimizers
 
@@ -139,7 +140,8 @@ def _cmd_list() -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from tunefree.bench.sweep import resolve_optimizer, resolve_task, run_sweep
+    from tunefree.bench.resolve import resolve_optimizer, resolve_task
+    from tunefree.bench.sweep import run_sweep
 
     for name in args.optimizers or []:
         try:

@@ -16,7 +16,9 @@ from conftest import make_tiny_task
 
 from tunefree.bench import Ledger, run_sweep, summarise, write_report
 from tunefree.bench import metrics as M
-from tunefree.bench import report as R
+from tunefree.bench.report import figures as RF
+from tunefree.bench.report import scoring as R
+from tunefree.bench.report import sections as RS
 
 STANDARD = [k / 2 for k in range(-4, 5)]
 
@@ -231,7 +233,7 @@ def test_profile_figure_and_area_column(mixed: Path) -> None:
     assert (mixed / "figures" / "performance-profile.png").stat().st_size > 0
     assert 'alt="performance profile"' in html_path.read_text()
     md = (mixed / "report.md").read_text()
-    header, body = R._aggregate(tasks)
+    header, body = RS.aggregate_table(tasks)
     column = header.index("profile area tau 1-4")
     assert [row[column] for row in body] == [f"{a:.2g}" for a in area]
     assert "| profile area tau 1-4 |" in md
@@ -250,10 +252,10 @@ def test_profile_counts_a_task_an_optimizer_did_not_run_as_never(mixed: Path, tm
 
 def test_seed_curve_mean_and_band() -> None:
     rows = [{"losses": [[1, 2, 3], [4.0, 2.0, 1.0]]}, {"losses": [[1, 2, 3], [2.0, 2.0, 3.0]]}]
-    steps, mean, low, high, short = R._seed_curve(rows)
+    steps, mean, low, high, short = RF.seed_curve(rows)
     assert steps.tolist() == [1, 2, 3] and short == 0
     assert mean.tolist() == [3.0, 2.0, 2.0] and low.tolist() == [2.0, 2.0, 1.0] and high.tolist() == [4.0, 2.0, 3.0]
     # a seed that stopped early (diverged) ends the curve where it stopped
-    steps, mean, low, high, short = R._seed_curve(rows + [{"losses": [[1, 2], [6.0, 6.0]]}])
+    steps, mean, low, high, short = RF.seed_curve(rows + [{"losses": [[1, 2], [6.0, 6.0]]}])
     assert steps.tolist() == [1, 2] and short == 1 and mean.tolist() == pytest.approx([4.0, 10 / 3])
-    assert R._seed_curve([])[0].size == 0
+    assert RF.seed_curve([])[0].size == 0

@@ -1,4 +1,4 @@
-"""Learning-rate schedules (the secondary setting of notes/benchmarks.md 3c): run identity, validation,
+"""Learning-rate schedules (the protocol's secondary setting, docs/benchmark.md): run identity, validation,
 the lr the runner actually uses, the ledger column and its in-place migration, and sweeps that hold
 both settings in one ledger."""
 
@@ -345,8 +345,8 @@ def test_each_setting_is_scored_against_its_own_baselines(both_settings: Path) -
 
 
 def test_report_shows_both_settings_side_by_side(both_settings: Path) -> None:
-    from tunefree.bench import report as RP
     from tunefree.bench import summarise, write_report
+    from tunefree.bench.report import scoring as RP
 
     html_path = write_report(both_settings)
     md = (both_settings / "report.md").read_text()

@@ -15,7 +15,7 @@ CASES: list[Case] = [
         options=[dict(base="sgd", **o) for o in grid(
             lr=[0.1, 1e-3], momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0],
             lr_max=[math.inf, 0.5])]
-        # alignment="same_batch" (gala.md §4.2 reading A in the closure form; SGD base only)
+        # alignment="same_batch" (reading A in the closure form; SGD base only)
         + [dict(base="sgd", alignment="same_batch", **o) for o in grid(
             lr=[0.1, 1e-3], momentum=[0.9, 0.0], weight_decay=[0.0, 0.1], delta=[0.0, 1.0])]
         + [dict(base="sgd", alignment="same_batch", lr=0.1, lr_min=1e-3, lr_max=0.5)],

@@ -1,4 +1,4 @@
-"""Plain reference loop of GALA, written from shared/algorithms/gala.md §13 (not from tunefree.GALA).
+"""Plain reference loop of GALA, written from the update rule in GALA's module docstring (not from its code).
 
 Per-tensor torch ops, Python floats for every global scalar, the stored previous parameters and the
 previous direction kept as explicit copies (no buffer tricks), the extra closure call done naively.
@@ -14,11 +14,11 @@ from .references import Reference
 
 
 class GALAReference(Reference):
-    """gala.md §13 with: eta used at step t includes the feedback measured at x_t; decoupled weight decay;
+    """The closure form with: eta used at step t includes the feedback measured at x_t; decoupled weight decay;
     group k steps with eta * lr_k / lr_0; Adam bias corrections from the global step counter.
 
-    ``alignment="same_batch"`` (SGD base only): gala.md §4.2 reading A in the closure form,
-    ``a = sum_k ratio_k <g_t, ghat_t>``; ``L`` and ``b = L ||u_(t-1)||^2`` as in §13 (``u`` = the momentum
+    ``alignment="same_batch"`` (SGD base only): reading A in the closure form,
+    ``a = sum_k ratio_k <g_t, ghat_t>``; ``L`` and ``b = L ||u_(t-1)||^2`` as in the closure form (``u`` = the momentum
     buffer, which is ``g_(t-1)`` for momentum 0, so that reading A's ``||g_(t-1)||^2`` is recovered)."""
 
     def __init__(self, groups, lr=0.1, base="sgd", momentum=0.9, betas=(0.9, 0.999), eps=1e-8,

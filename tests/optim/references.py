@@ -1,4 +1,4 @@
-"""Plain per-tensor reference implementations, written straight from the specs in shared/algorithms.
+"""Plain per-tensor reference implementations, written straight from the papers' algorithms (not from tunefree's code).
 
 They are the ground truth of the test suite (as torch's own optimizer tests treat the simple for-loop):
 no foreach ops, no shared core, Python floats for the scalars where the spec allows. Each reference takes
@@ -37,8 +37,9 @@ class Reference:
 
 
 def polyak_step_sizes(ref, P: float, N: float, rho: float) -> list[float]:
-    """momo.md §4.1 steps 6-10 (shared by MoMo and MoMo-Adam): the reset rule, the truncated Polyak step
-    capped by lr/rho, and the lower-bound update, group by group in order; returns one tau per group."""
+    """MoMo update (the authors' `Momo`) steps 6-10 (shared by MoMo and MoMo-Adam): the reset rule, the
+    truncated Polyak step capped by lr/rho, and the lower-bound update, group by group in order; returns
+    one tau per group."""
     taus = []
     for group in ref.groups:
         lr, wd = group["lr"], group["weight_decay"]
@@ -58,7 +59,8 @@ def polyak_step_sizes(ref, P: float, N: float, rho: float) -> list[float]:
 
 
 class MoMoReference(Reference):
-    """momo.md §4.1, steps 1-11, with the optax zero-norm guard and skipping of grad-less params."""
+    """MoMo update (the authors' `Momo`), steps 1-11, with the optax zero-norm guard and skipping of
+    grad-less params."""
 
     def __init__(self, groups, lr=1.0, beta=0.9, weight_decay=0.0, lower_bound=0.0,
                  estimate_lower_bound=False, bias_correction=False):
@@ -101,7 +103,7 @@ class MoMoReference(Reference):
 
 
 class MoMoAdamReference(Reference):
-    """momo.md §4.2, steps 1-8."""
+    """MoMo-Adam update (the authors' `MomoAdam`), steps 1-8."""
 
     def __init__(self, groups, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, lower_bound=0.0,
                  estimate_lower_bound=False, decoupled_weight_decay=False):

@@ -1,4 +1,4 @@
-"""Plain per-tensor references of SMES, AGD and RSGDM, written from shared/algorithms/{smes,agd,rsgdm}.md.
+"""Plain per-tensor references of SMES, AGD and RSGDM, written from the papers' update rules (not from tunefree's code).
 
 Straight transcriptions of the specs' step lists: one tensor at a time, Python-float scalars computed in
 float64 from Python-int step counters, no foreach ops and nothing from tunefree.
@@ -31,7 +31,7 @@ def _alpha_value(alpha, k: int) -> float:
 
 
 class SMESReference(Reference):
-    """smes.md §3 steps 1-5 (and §9 for padam_compat)."""
+    """SMES update steps 1-5 (and the Padam-compatible variant for padam_compat)."""
 
     def __init__(self, groups, lr=1e-3, alpha=0.25, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, allow_any_alpha=False, padam_compat=False):
@@ -75,7 +75,7 @@ class SMESReference(Reference):
 
 
 class AGDReference(Reference):
-    """agd.md §3 steps 1-7, with the two-moment definition of s_t (a copy of m_{t-1}), as the code has it."""
+    """AGD update steps 1-7, with the two-moment definition of s_t (a copy of m_{t-1}), as the code has it."""
 
     def __init__(self, groups, lr=1e-3, betas=(0.9, 0.999), delta=1e-5, weight_decay=0.0,
                  decoupled_weight_decay=True, fixed_decay=False, amsgrad=False, clip=None):
@@ -127,7 +127,7 @@ class AGDReference(Reference):
 
 
 class RSGDMReference(Reference):
-    """rsgdm.md §3 steps 1-7 in the naive three-buffer form (m, z, g_prev)."""
+    """RSGDM update steps 1-7 in the naive three-buffer form (m, z, g_prev)."""
 
     def __init__(self, groups, lr=1.0, beta=0.9, weight_decay=0.0, first_step="zero_diff", correction=True):
         super().__init__(groups, lr=lr, weight_decay=weight_decay)

@@ -1,4 +1,4 @@
-"""The optimizer contract (shared/DESIGN.md), checked for every row of the case table.
+"""The optimizer contract (docs/contract.md), checked for every row of the case table.
 
 The plain reference loop is the ground truth: the fast path must match it to 1e-12 in float64 for every
 option combination; resume must be bitwise; bad input must leave parameters and state untouched.

@@ -382,7 +382,7 @@ def test_plain_sgd_spreads_over_the_starts(problem: str) -> None:
 
 
 ACCEPTANCE_NOTE = (
-    "issue 3 acceptance not met by gala.md §13 as implemented; measured numbers in the test report/README"
+    "issue 3 acceptance not met by GALA's closure form as implemented; measured numbers in docs/gala-measurements.md"
 )
 
 

@@ -8,25 +8,19 @@ Public API::
     task = make_task("mine", model=..., batches=..., loss=..., evaluate=...)   # bring your own model
     run_sweep(task, optimizers=["adamw", "gala"], out="ab")
 
-Data flows one way: sweep spec -> run specs -> executor -> runner -> ledger -> report.
+Data flows one way: CLI -> sweep plan -> run specs -> executor -> runner -> ledger -> report, and no
+module imports one above it (see docs/benchmark.md, "How it fits together"; the layering is tested).
 """
 
 from tunefree.bench.custom import CallableTask, make_task
 from tunefree.bench.executors import Executor, LocalProcessExecutor, SerialExecutor
 from tunefree.bench.ledger import Ledger
+from tunefree.bench.plan import build_specs, propose_grid_extension
+from tunefree.bench.records import SUITE_EXPONENTS, RunResult, RunSpec, lr_grid
 from tunefree.bench.report import summarise, write_report
-from tunefree.bench.runner import RunResult, run_one
-from tunefree.bench.sweep import (
-    SUITE_EXPONENTS,
-    RunSpec,
-    SweepSummary,
-    build_specs,
-    lr_grid,
-    propose_grid_extension,
-    resolve_optimizer,
-    resolve_task,
-    run_sweep,
-)
+from tunefree.bench.resolve import resolve_optimizer, resolve_task
+from tunefree.bench.runner import run_one
+from tunefree.bench.sweep import SweepSummary, run_sweep
 
 __all__ = [
     "CallableTask", "Executor", "Ledger", "LocalProcessExecutor", "RunResult", "RunSpec",

@@ -17,8 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol, Sequence
 
-from tunefree.bench.runner import RunResult
-from tunefree.bench.sweep import RunSpec
+from tunefree.bench.records import RunResult, RunSpec
 
 __all__ = ["Executor", "SerialExecutor", "LocalProcessExecutor", "RayExecutor", "make_executor"]
 

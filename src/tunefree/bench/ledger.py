@@ -22,7 +22,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
-from tunefree.bench.runner import RunResult
+from tunefree.bench.records import RunResult
 
 __all__ = ["Ledger", "LEDGER_NAME", "CSV_COLUMNS"]
 

@@ -1,7 +1,7 @@
 """Learning-rate robustness metrics (pure numpy, no torch, no I/O).
 
 All functions take plain numbers or arrays so they can be checked against hand-computed examples.
-Conventions (see ``notes/benchmarks.md`` section 3b):
+Conventions (the protocol in docs/benchmark.md):
 
 * A *score* ``s`` is the normalised quality of one run: ``s = (m_init - m) / (m_init - m*)`` where
   ``m_init`` is the metric before training and ``m*`` the best tuned baseline. ``s = 1`` means "as good

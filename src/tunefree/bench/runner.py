@@ -14,7 +14,7 @@ to evaluate) are put in eval mode for every evaluation and in train mode before 
 ``train()`` comes before the first step. torch's optimizers have no such methods and are untouched.
 
 A learning-rate schedule other than ``"constant"`` (``spec.schedule``, the secondary setting of
-notes/benchmarks.md 3c) is applied in the same way to every optimizer: a
+the protocol, see docs/benchmark.md) is applied in the same way to every optimizer: a
 ``torch.optim.lr_scheduler.LambdaLR`` multiplies every param group's ``lr`` by :func:`lr_multiplier` and
 is stepped once after each optimizer step. What that multiplier means depends on what ``lr`` means for
 the method: for SGD/Adam/AdamW it is the step size; for MoMo it is the cap on the adaptive step; for GALA
@@ -28,12 +28,12 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from tunefree.bench.sweep import RunSpec, parse_schedule, resolve_optimizer, resolve_task
+from tunefree.bench.records import RunResult, RunSpec, parse_schedule
+from tunefree.bench.resolve import resolve_optimizer, resolve_task
 from tunefree.bench.tasks.base import Task
 
 __all__ = ["RunResult", "run_one", "subsample", "lr_multiplier", "warmup_steps", "make_scheduler",
@@ -43,35 +43,6 @@ __all__ = ["RunResult", "run_one", "subsample", "lr_multiplier", "warmup_steps",
 DIVERGENCE_FACTOR = 10.0
 #: per-step traces longer than this are subsampled before storage (the ledger stays small)
 MAX_TRACE_POINTS = 512
-
-
-@dataclass
-class RunResult:
-    """Everything measured in one run (JSON-friendly: plain floats, lists and dicts)."""
-
-    spec: RunSpec
-    status: str  # "ok" | "diverged" | "error"
-    error: str | None = None
-    steps_done: int = 0
-    grad_evals: int = 0
-    diverged_step: int | None = None
-    loss_steps: list[int] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    #: [(step, {metric: value})], step 0 = before training
-    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    #: {stat name: (steps, values)}
-    stats: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
-    final_val: dict[str, float] | None = None
-    final_test: dict[str, float] | None = None
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def subsample(steps: list[int], values: list[float], limit: int = MAX_TRACE_POINTS) -> tuple[list[int], list[float]]:

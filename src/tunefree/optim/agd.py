@@ -1,6 +1,6 @@
 r"""AGD: auto-switchable optimizer using stepwise gradient difference (Yue et al., NeurIPS 2023).
 
-Implemented from the authors' code (atorch ``optimizers/agd.py``, checked in shared/algorithms/agd.md §3).
+Implemented from the authors' code (atorch ``optimizers/agd.py``, checked against the paper's update rule).
 Per tensor, ``t`` its step counter, ``mhat_t = m_t / (1 - beta1^t)`` (``mhat_0 = 0``):
 
 .. math::
@@ -55,7 +55,7 @@ class AGD(TunefreeOptimizer):
     difference ``s_t`` is built in a cache-block scratch buffer as ``ds (g - m_{t-1} / (1 - beta1^(t-1)))``
     (algebraically exact). The bias-correction scalars are
     computed in float64 from a float64 per-tensor step counter (the current authors' file counts in
-    float32, which perturbs trajectories by ~1e-4 relative; agd.md §8.4). The ``win`` variant of the code
+    float32, which perturbs trajectories by ~1e-4 relative). The ``win`` variant of the code
     is not implemented (not in the paper as far as could be checked).
 
     Args:

@@ -17,35 +17,33 @@ Regularized-Leader with the regulariser ``(delta/2)(eta - eta_0)^2`` has the clo
            \eta_t = \mathrm{clip}_{[\eta_{min}, \eta_{max}]}\Big(\frac{\delta \eta_0 + A_t}{\delta + B_t}\Big)
 
 (``eta_t = eta_{t-1}`` while ``delta + B_t = 0``; ``eta_1 = clip(eta_0)``). The base optimizer then steps
-with learning rate ``eta_t``. This is the form recommended for tunefree in ``shared/algorithms/gala.md`` §13
-(a generalisation of the third-party "reading A": the extra gradient is taken at the *previous parameters
-on the current batch*, which is what a standard torch closure can do). The paper's own practical
+with learning rate ``eta_t``. This is the form tunefree implements (call it the closure form; it
+generalises the third-party "reading A": the extra gradient is taken at the *previous parameters on the
+current batch*, which is what a standard torch closure can do). The paper's own practical
 algorithm could not be read; the following choices are **UNVERIFIED** against it:
 
-* **reading**: §13 above, not "reading B" (current parameters on the previous batch), which needs the
+* **reading**: the closure form above, not "reading B" (current parameters on the previous batch), which needs the
   previous batch and so cannot be driven by a torch closure.
-* **alignment** (option): ``"direction"`` (default) is §13, ``a_t = <g_t, u_{t-1}>``. ``"same_batch"``
-  (SGD base only) is §4.2 "reading A" in this closure form: ``a_t = <g_t, ghat_t>``, both gradients on
-  ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged and
-  ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is the
-  same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
+* **alignment** (option): ``"direction"`` (default) is the closure form, ``a_t = <g_t, u_{t-1}>``.
+  ``"same_batch"`` (SGD base only) is "reading A" in the closure form: ``a_t = <g_t, ghat_t>``, both
+  gradients on ``xi_t``, so the mini-batch noise of different batches is never paired; ``L_t`` unchanged
+  and ``b_t = L_t ||u_{t-1}||^2`` with ``u`` the momentum buffer. Reading A writes ``||g_{t-1}||^2``; that is
+  the same for momentum 0 (``buf = g``), but with momentum the parameters moved by ``eta buf`` with
   ``buf ~ g / (1 - momentum)``, and the quadratic term must be that of the step actually taken: with
-  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured on the
-  test MLP: lr 0.078, loss 15-41x tuned SGD-M, vs 0.031 and 1.15-1.28x with ``||u||^2``). Refused with
-  Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u`` has none (gala.md §4.2).
+  ``||g_{t-1}||^2`` it is too small by up to ``(1 - momentum)^2`` and ``eta`` overshoots (measured:
+  docs/gala-measurements.md). Refused with Adam: ``<g, ghat>`` has units of gradient^2 while Adam's ``u``
+  has none.
 * **regulariser**: ``(delta/2)(eta - eta_0)^2``, default ``delta = 0`` (pure data from step 2 on; the
   initial learning rate is forgotten after the first feedback). ``delta`` has the units of ``b``
   (curvature x squared direction), so no scale-free default exists.
 * **the eta used at step t** already includes the feedback ``a_t, b_t`` measured at ``x_t`` (it is known
   before the step is taken).
 * **lower clip** ``lr_min = 0`` (as in the theory); ``lr_max = inf`` (the practical version drops it).
-* **an unmoved step reuses the last curvature** (a deliberate deviation from gala.md, which sets ``L_t = 0``
-  when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment still counts in
-  full (so ``eta`` can leave 0, as gala.md intends) but ``L_t = 0`` makes ``b_t = 0``, and the step back is
-  ``A / B`` with a ``B`` that never saw the current region. Measured on the test MLP from ``lr0 = 1`` (SGD
-  base, momentum 0): with ``L_t = 0`` eta went 0 -> 28 -> 8470 and the run diverged; with the last curvature
-  it went 0 -> 0.23 -> 0.095 and the run recovered (final loss 20x tuned SGD: the blow-up of the first steps
-  stays in ``A`` and ``B``).
+* **an unmoved step reuses the last curvature** (a deliberate deviation from the plain
+  reading ``L_t = 0`` when ``dx = 0``; the paper leaves 0/0 open). After a step at ``eta = 0`` the alignment
+  still counts in full (so ``eta`` can leave 0, as intended) but ``L_t = 0`` would make ``b_t = 0``, and the
+  step back would be ``A / B`` with a ``B`` that never saw the current region; measured in
+  docs/gala-measurements.md.
 * **weight decay is decoupled** for both bases (``x <- (1 - lr wd) x - lr u``), also for SGD, whose torch
   convention couples it into the gradient: then ``g``, ``ghat`` and ``u`` are pure loss quantities and the
   alignment does not see the regulariser, while ``||x_t - x_{t-1}||`` is still the true distance moved.
@@ -131,22 +129,11 @@ class GALA(TunefreeOptimizer):
         weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
         delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
-        alignment: ``"direction"`` (default, gala.md §13: ``a_t = <g_t, u_{t-1}>``, any base) or
-            ``"same_batch"`` (gala.md §4.2 reading A: ``a_t = <g_t, ghat_t>``, both on the current batch;
-            ``base="sgd"`` only, a ``ValueError`` with Adam).
-
-            Measured (tests/optim/test_gala.py: 300 steps, starts 1e-5..1, final lr / final loss relative to
-            the best fixed-lr SGD run with the same momentum). Mini-batch MLP, batches cycled in order: the
-            default SGD base collapses to lr 0 (consecutive batches' noise is anti-correlated, so
-            ``<g_t, u_{t-1}>`` sums negative; 10-21x); ``"same_batch"`` settles near the best fixed rate from
-            every start <= 0.1 (momentum 0.9: lr 0.031-0.039 vs 0.032, loss 1.15-1.28x; momentum 0: lr 0.09
-            vs 0.18, 1.3-1.4x), while start 1 survives its un-adapted first step but ends 20-52x. Full-batch
-            quadratic (condition number 1000): consistent across starts but about half the best rate (momentum
-            0: lr 0.82 vs 1.78, loss 3.4-3.9x) and hopeless against tuned heavy-ball, which exploits momentum
-            at lr 3.2 (GALA 0.06-0.22; 1e10x). The Adam base beats tuned heavy-ball on the quadratic from starts
-            <= 0.1 (0.3-0.5x; start 1: 3.6x) and is within 1.1x of tuned SGD-M on the MLP from starts
-            <= 1e-2. No configuration meets issue 3's "every start 1e-5..1 within 3x, loss within 2x of the
-            best fixed-lr SGD run".
+        alignment: ``"direction"`` (default, the closure form: ``a_t = <g_t, u_{t-1}>``, any base) or
+            ``"same_batch"`` (reading A: ``a_t = <g_t, ghat_t>``, both on the current batch;
+            ``base="sgd"`` only, a ``ValueError`` with Adam). How each configuration adapts, measured
+            from starts 1e-5..1 against the best fixed-lr SGD run: docs/gala-measurements.md (in short:
+            no configuration makes every start within 3x of the best rate and 2x of its loss).
         model: the module trained, so that the extra pass can restore its BatchNorm statistics (see
             :meth:`attach`).
         buffers: which buffers of ``model`` are restored: ``"norm"`` (running statistics of normalisation

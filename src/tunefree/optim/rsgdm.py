@@ -2,7 +2,7 @@ r"""RSGDM: SGD-momentum rectified by a differential term (Yuan & Hu, CSA 2021; Q
 
 The momentum (an EMA of gradients) lags a drifting gradient; RSGDM adds ``beta`` times an EMA of the
 stepwise gradient differences ``g_t - g_{t-1}`` (the trend) to it. With equal factors and zero
-initialisation the two EMAs merge into one (rsgdm.md §3, exact by linearity):
+initialisation the two EMAs merge into one (exact by linearity):
 
 .. math::
 
@@ -45,11 +45,11 @@ class RSGDM(TunefreeOptimizer):
     ``RSGDM(lr=a/(1-b), beta=b)``. With ``correction=False`` and ``dampening=0`` that correspondence is
     exact, first step included (``n_t = (1-b) buf_t`` because torch's ``buf_1 = g_1`` is the zero-started
     sum); with ``correction=True`` it holds exactly against the undampened rectified momentum
-    ``n'_t = b n'_{t-1} + (1+b) g_t - b g_{t-1}`` (rsgdm.md §3), which torch does not have.
+    ``n'_t = b n'_{t-1} + (1+b) g_t - b g_{t-1}``, which torch does not have.
     ``SGD(momentum=b, dampening=b)`` differs from ``RSGDM(lr, beta=b, correction=False)`` by
     ``lr * b^t * g_1`` in the momentum (torch starts its buffer at ``g_1``, not at 0).
 
-    UNVERIFIED choices (no official code; the equations come from a third-party page, rsgdm.md):
+    UNVERIFIED choices (no official code; the equations come from a third-party page):
 
     * The correction coefficient is ``beta`` (a full lag correction would use ``beta / (1 - beta)``).
     * First step (``first_step``): ``"zero_diff"`` (default) takes ``g_0 = g_1``, so ``dg_1 = 0`` and

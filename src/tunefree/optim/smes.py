@@ -146,7 +146,7 @@ class SMES(TunefreeOptimizer):
     (coupled decay: Adam's ``weight_decay``; decoupled: ``AdamW``). ``alpha=0`` is SGD with bias-corrected
     EMA momentum, ``x -= lr / (1 + eps) * mhat``.
 
-    UNVERIFIED choices (the paper body was not available, only the quoted update formula; smes.md §8):
+    UNVERIFIED choices (the paper body was not available, only the quoted update formula):
 
     * ``v`` is bias-corrected **before** the power (``vhat^alpha``), as the hat in the quoted formula
       suggests; Padam-style code corrects by ``sqrt(1 - beta2^t)`` whatever the exponent

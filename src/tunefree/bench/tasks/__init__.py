@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 
+from tunefree.bench.records import SUITES
+
 from .base import Budget, Task, TaskInstance, TaskUnavailable, data_dir
 
 __all__ = [
@@ -31,7 +33,6 @@ __all__ = [
     "get_task",
 ]
 
-SUITES: tuple[str, ...] = ("quick", "standard")
 
 #: registered task names, in report order (module ``tunefree.bench.tasks.<name>`` provides each)
 TASK_NAMES: tuple[str, ...] = (

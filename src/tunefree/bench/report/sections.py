@@ -1,0 +1,304 @@
+"""The report's content: the sections of ``report.md``/``report.html`` as one list of document blocks
+(:mod:`tunefree.bench.report.document`), built from the scoring's summaries, the ledger's run counts and
+the figures (written to ``figures/`` as they are made).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunefree.bench.report import figures as F
+from tunefree.bench.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Figure,
+    Heading,
+    KeyValues,
+    Link,
+    Mono,
+    Paragraph,
+    Table,
+)
+from tunefree.bench.report.scoring import (
+    BEST_OF,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    HIT_WITHIN,
+    PROFILE_TAU_MAX,
+    TARGET,
+    OptimizerSummary,
+    TaskSummary,
+    describe_schedule,
+    profile_columns,
+    row_schedule,
+    schedule_label,
+    trials_profile,
+    w95_interval,
+)
+
+__all__ = ["TITLE", "report_blocks", "aggregate_table"]
+
+TITLE = "tunefree learning-rate robustness report"
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isnan(x):
+        return "n/a"
+    if x == math.inf:
+        return "inf"
+    if x == -math.inf:
+        return "-inf"
+    return f"{x:.{digits}g}"
+
+
+_SUMMARY_HEADER = ["optimizer", "default s", "tuned s", "best lr (val)", "val @best", "test @best",
+                   "W95 [dec]", "W99 [dec]", "W95 per seed", "E[trials]", "P(hit) b=1/3",
+                   "E[best] div=0 b=1/3/9", "E[best] literal b=1/3/9",
+                   "steps->0.95 best/default", "ms/step", "grads/step", "diverged/error/runs"]
+
+
+def _summary_rows(ts: TaskSummary) -> list[list[str]]:
+    out = []
+    for o in ts.optimizers:
+        edge = " (edge!)" if o.best_on_edge else ""
+        out.append([
+            o.label, _fmt(o.default_score), _fmt(o.tuned_score), f"{_fmt(o.best_lr)}{edge}",
+            _fmt(o.best_val, 4), _fmt(o.best_test, 4), _fmt(o.w95, 2), _fmt(o.w99, 2),
+            f"{_fmt(o.w95_seed_mean, 2)} ± {_fmt(o.w95_seed_std, 2)}", _fmt(o.expected_trials, 3),
+            " / ".join(_fmt(o.p_hit[b], 2) for b in HIT_WITHIN),
+            " / ".join(_fmt(o.best_of_div0[b]) for b in BEST_OF),
+            " / ".join(_fmt(o.best_of[b]) for b in BEST_OF),
+            f"{_fmt(o.steps_to_target_best)} / {_fmt(o.steps_to_target_default)}",
+            _fmt(o.wall_ms_per_step, 3), _fmt(o.grad_evals_per_step, 2),
+            f"{o.n_diverged}/{o.n_error}/{o.n_runs}",
+        ])
+    return out
+
+
+def _raw_table(ts: TaskSummary) -> tuple[list[str], list[list[str]]]:
+    """Seed-mean final validation metric per optimizer and grid point: the honest raw numbers."""
+    exps = sorted({e for o in ts.optimizers for e in o.exps})
+    header = ["optimizer \\ log10(lr/default)"] + [f"{e:+g}" for e in exps]
+    body = []
+    for o in ts.optimizers:
+        lookup = dict(zip(o.exps, o.mean_val))
+
+        def cell(e: float) -> str:
+            if e not in lookup:
+                return ""  # not on this optimizer's grid
+            return "fail" if math.isnan(lookup[e]) else _fmt(lookup[e], 4)
+
+        body.append([o.label] + [cell(e) for e in exps])
+    return header, body
+
+
+def _grid_text(o: OptimizerSummary) -> str:
+    lo, hi = o.seeds_per_point
+    seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
+    holes = (f", missing k = {', '.join(f'{h:+g}' for h in o.grid_holes)} (breaks W95 contiguity)"
+             if o.grid_holes else "")
+    return (f"k = {o.exps[0]:+g}..{o.exps[-1]:+g} in {o.grid_spacing:g}-decade steps ({len(o.exps)} points"
+            f"{holes}), {seeds} per point")
+
+
+def _grid_lines(ts: TaskSummary) -> list[str]:
+    """The grid actually measured on a task, grouped over optimizers, so that mixed 1-decade and
+    half-decade grids, extended edges, holes and uneven seed counts are visible."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for o in ts.optimizers:
+        groups[_grid_text(o)].append(o.label)
+    if len(groups) == 1:
+        return [f"{next(iter(groups))}: all optimizers"]
+    parts = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [f"{text}: {', '.join(labels)}" for text, labels in parts]
+
+
+def _target_text(ts: TaskSummary, schedule: str) -> str:
+    m_star, source = ts.targets[schedule]
+    if schedule == "constant":
+        return f"m* = {_fmt(m_star, 5)} ({source})"
+    return (f"m* of the +{schedule_label(schedule)} runs = {_fmt(m_star, 5)} ({source}: "
+            f"{describe_schedule(schedule)})")
+
+
+def _unscored_text(ts: TaskSummary, schedule: str) -> str:
+    labels = ts.unscored[schedule]
+    runs = sum(1 for r in ts.rows if row_schedule(r) == schedule)
+    return (f"Not scored: no tuned baseline (sgd, adam, adamw) ran under the {schedule_label(schedule)} schedule "
+            f"({describe_schedule(schedule)}) on this task, so its {runs} run(s) ({', '.join(labels)}) have no "
+            "target m* of their own setting; run the baselines with the same schedule to score them.")
+
+
+
+_AGGREGATE_HEADER = ["optimizer", "tasks", "mean W95 [95% CI]", "mean W99", "one-shot success (default s>=0.95)",
+                     "median default s", "median tuned s", "median E[trials]", "mean P(hit) b=1/3",
+                     "median E[best] div=0 b=1/3/9", f"profile area tau 1-{PROFILE_TAU_MAX:g}"]
+
+
+def aggregate_table(tasks: list[TaskSummary]) -> tuple[list[str], list[list[str]]]:
+    per_opt: dict[str, list[OptimizerSummary]] = defaultdict(list)
+    for ts in tasks:
+        for o in ts.optimizers:
+            per_opt[o.label].append(o)
+    labels, ratios = trials_profile(tasks)
+    area = dict(zip(labels, profile_columns(ratios)[0]))
+    body = []
+    for label, items in sorted(per_opt.items()):
+        def med(values: list[float]) -> float:
+            vals = [v for v in values if not math.isnan(v)]
+            return float(np.median(vals)) if vals else math.nan
+
+        def mean(values: list[float]) -> float:
+            vals = [v for v in values if not math.isnan(v)]
+            return float(np.mean(vals)) if vals else math.nan
+
+        interval = w95_interval(items)
+        if interval is None:
+            single = sum(o.w95_bootstrap is None for o in items)
+            ci = f"CI n/a ({single}/{len(items)} tasks with 1 seed)"
+        else:
+            ci = f"[{_fmt(interval[0], 3)}, {_fmt(interval[1], 3)}]"
+        body.append([
+            label, str(len(items)), f"{_fmt(float(np.mean([o.w95 for o in items])), 3)} {ci}",
+            _fmt(float(np.mean([o.w99 for o in items])), 3),
+            f"{sum(o.default_score >= TARGET for o in items)}/{len(items)}",
+            _fmt(med([o.default_score for o in items])), _fmt(med([o.tuned_score for o in items])),
+            _fmt(med([o.expected_trials for o in items])),
+            " / ".join(_fmt(mean([o.p_hit[b] for o in items]), 2) for b in HIT_WITHIN),
+            " / ".join(_fmt(med([o.best_of_div0[b] for o in items])) for b in BEST_OF),
+            _fmt(float(area[label]), 2),
+        ])
+    return list(_AGGREGATE_HEADER), body
+
+
+def _environment() -> list[tuple[str, str]]:
+    import torch
+
+    import tunefree
+
+    return [
+        ("date", _dt.datetime.now().astimezone().isoformat(timespec="seconds")),
+        ("tunefree", tunefree.__version__), ("torch", torch.__version__),
+        ("python", platform.python_version()),
+        ("machine", f"{platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"),
+    ]
+
+
+_METRICS_TEXT = (
+    "Scores: s = (m_init - m) / (m_init - m*), m = final validation metric, m_init = metric at step 0, "
+    "m* = seed-mean final validation metric of the best tuned baseline (sgd, adam, adamw) on the task; "
+    "s = 1 matches the best tuned baseline, diverged runs score -inf. A grid point's score is the seed "
+    "mean (-inf if any seed diverged). default s: at the documented default lr; tuned s: best grid point "
+    "(selected on validation; 'test @best' is the test metric of that choice). W95/W99: width in decades of "
+    "the longest contiguous stretch of the grid with s >= 0.95/0.99 (each point counts the grid spacing). "
+    "W95 per seed: mean ± std over the seeds measured at every grid point of the optimizer (seeds added "
+    "only near the best point are left out). "
+    "E[trials]: expected random-search trials without replacement to reach s >= 0.95, (n+1)/(k+1) with k of "
+    "the n grid points good. P(hit): probability that b random grid trials without replacement include a "
+    "point with s >= 0.95, 1 - C(n-k, b)/C(n, b), exact whatever the other points did. E[best]: expected "
+    "best s after b random grid trials (exact order statistics; b is clipped to the grid size n); "
+    "'div=0' counts every diverged run as s = 0 (no progress) before the seed mean, 'literal' keeps "
+    "diverged = -inf and is -inf whenever a point with a diverged seed can be the best of the b draws. "
+    "steps->0.95: first "
+    "evaluation step reaching s >= 0.95 at the best / default lr (seed mean; inf if a seed never does). "
+    "'(edge!)' marks a best lr on the edge of the grid: the optimum may lie outside it. Each task states "
+    "the grid measured: its spacing is the width one point counts in W95 (per optimizer and task), and a "
+    "missing point inside the range breaks contiguity, since nothing was measured there. "
+    "Learning-rate schedules (constant lr is the primary setting of the protocol, a secondary setting "
+    "gives every method the same linear warm-up + cosine decay to 0): a run under a schedule other than "
+    "constant is a method of its own, labelled optimizer+cosine. Each setting is self-contained: its m* is "
+    "the best tuned baseline (sgd, adam, adamw) under the same schedule, so s = 1 means as good as the best "
+    "tuned baseline of that setting, and scores of different settings have different targets (compare the "
+    "settings on the raw validation metric). A schedule under which no baseline ran on a task is not scored "
+    "on that task, and the task says so; only the constant setting falls back to the best of all its runs. "
+    "What the schedule scales depends on the method: the step size for SGD/Adam/AdamW, the cap on the "
+    "adaptive step for MoMo, only the starting rate for GALA (its adapted rate ignores the schedule); "
+    "Schedule-Free is meant to run without one."
+)
+
+_GRID_TITLE = "Grid measured (lr = documented default x 10^k):"
+
+_AGGREGATE_TEXT = (
+    "Over tasks (each task and suite counts once). mean W95 [95% CI]: mean over the optimizer's tasks, "
+    f"with a percentile bootstrap interval over seeds: {BOOTSTRAP_RESAMPLES} resamples (RNG seed "
+    f"{BOOTSTRAP_SEED}); per task the seeds are resampled with replacement (the same resample for every "
+    "optimizer, since seeds are paired), seed-mean scores and W95 are recomputed, and the resampled W95 "
+    "are averaged over tasks. A grid point none of whose seeds was drawn keeps its full-sample mean, so "
+    "points measured with fewer seeds vary less. 'CI n/a' where a task has a single seed. With 2 seeds a "
+    "task has only 3 distinct resamples, so the interval is coarse. W95 is in decades on each task's own "
+    "grid: a 1-decade grid counts 1 decade per good point, a half-decade grid 0.5. mean P(hit): mean over "
+    "tasks. profile area: AlgoPerf-style performance profile of E[trials]: rho(tau) = fraction of all "
+    "tasks in the report where the optimizer's E[trials] is within tau times the best optimizer's on that "
+    "task (inf never counts, nor does a task the optimizer did not run); with learning-rate schedules, per "
+    "setting: the best optimizer of the same schedule, over the tasks where that schedule was scored; the "
+    "area under rho over tau in "
+    f"[1, {PROFILE_TAU_MAX:g}] divided by {PROFILE_TAU_MAX - 1:g}, so 1 = fewest expected trials on every "
+    "task, 0 = never within 4x of the best."
+)
+
+
+def _figure(fig: Any, folder: Path, name: str, alt: str) -> Figure:
+    data = F.save_png(fig, folder / "figures" / name)
+    return Figure(alt=alt, path=f"figures/{name}", data=data)
+
+
+def _task_blocks(ts: TaskSummary, folder: Path) -> list[Block]:
+    slug = f"{ts.task}-{ts.suite}".replace("/", "_").replace(" ", "_")
+    direction = "higher is better" if ts.higher_is_better else "lower is better"
+    scale = ", log10(f - f*) scale" if ts.log_scale else ""
+    targets = [_target_text(ts, schedule) for schedule in ts.targets if schedule not in ts.unscored]
+    info = (f"metric `{ts.metric}` ({direction}{scale}), {ts.steps} steps; m_init = {_fmt(ts.m_init, 5)}, "
+            + ("; ".join(targets) or "no setting scored"))
+    blocks: list[Block] = [Heading(f"{ts.task} [{ts.suite}]"), Paragraph.of(info)]
+    blocks += [Paragraph.of(_unscored_text(ts, schedule), bold=True) for schedule in ts.unscored]
+    if ts.optimizers:  # else nothing is scored on this task (its runs are in runs.csv)
+        raw_header, raw_body = _raw_table(ts)
+        blocks += [
+            Paragraph.of(_GRID_TITLE), Bullets(tuple(_grid_lines(ts))),
+            Table.of(_SUMMARY_HEADER, _summary_rows(ts)),
+            Paragraph.of("Seed-mean final validation metric per grid point (fail = a seed diverged or errored):"),
+            Table.of(raw_header, raw_body),
+        ]
+        made = [("lr", F.figure_lr_sensitivity(ts)), ("curves", F.figure_learning_curves(ts)),
+                ("stats", F.figure_stats(ts))]
+        blocks += [_figure(fig, folder, f"{slug}-{kind}.png", f"{ts.task} {kind}")
+                   for kind, fig in made if fig is not None]
+    errors = [r for r in ts.rows if r["status"] == "error"]
+    if errors:
+        blocks += [Paragraph.of(f"{len(errors)} run(s) failed with an error; first traceback:"),
+                   Code((errors[0]["error"] or "").strip()[-2000:])]
+    return blocks
+
+
+def report_blocks(folder: Path, tasks: list[TaskSummary], all_rows: list[dict[str, Any]], csv_name: str) -> list[Block]:
+    """Every section of the report, in order; figures are written to ``folder/figures`` on the way."""
+    statuses: dict[str, int] = defaultdict(int)
+    for r in all_rows:
+        statuses[r["status"]] += 1
+    versions = sorted({r["code_version"] for r in all_rows})
+    env = _environment() + [
+        ("runs in ledger", f"{len(all_rows)} ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))})"),
+        ("code versions", ", ".join(versions) or "-"),
+    ]
+    blocks: list[Block] = [Heading(TITLE, level=1), KeyValues(tuple(env)), Paragraph.of(_METRICS_TEXT)]
+    if tasks:
+        header, rows = aggregate_table(tasks)
+        blocks += [Heading("Aggregate over tasks"), Paragraph.of(_AGGREGATE_TEXT), Table.of(header, rows)]
+        if any(ts.optimizers for ts in tasks):
+            blocks.append(_figure(F.figure_profile(tasks), folder, "performance-profile.png", "performance profile"))
+    else:
+        blocks.append(Paragraph.of("No runs in the ledger yet."))
+    for ts in tasks:
+        blocks += _task_blocks(ts, folder)
+    blocks.append(Paragraph.of("All runs: ", Link(csv_name, csv_name), "; raw traces in ", Mono("ledger.sqlite"), "."))
+    return blocks
