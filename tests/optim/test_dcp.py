@@ -80,8 +80,8 @@ def test_dcp_save_load_resumes_exactly(case: Case, flatten: bool, tmp_path) -> N
     saved_global = {key: value.clone() for key, value in optimizer.global_state.items()}
     if case.needs_loss or case.needs_closure:  # MoMo's averages, GALA's FTRL sums: what DCP used to drop
         assert saved_global, f"{case}: no global scalars after {STEPS} steps"
-    dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer, options=options)},
-             checkpoint_id=str(tmp_path))
+    saved = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer, options=options)}
+    dcp.save(saved, checkpoint_id=str(tmp_path))
     train(model, optimizer, STEPS, start=STEPS)
 
     resumed_model, resumed = build(case, seed=7)  # other init: everything must come from the checkpoint

@@ -31,7 +31,7 @@ from torch import Tensor
 from tunefree.optim import checkpoint
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.kernels import CPU_BLOCK_NUMEL, block_numel, cache_blocks, local_tensor
-from tunefree.optim.wrappers import enclosing_zero_redundancy_optimizer
+from tunefree.optim.zero_redundancy import enclosing_zero_redundancy_optimizer
 
 __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 

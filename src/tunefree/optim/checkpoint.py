@@ -47,16 +47,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from tunefree.optim.kernels import local_tensor
-
-if TYPE_CHECKING:
-    from tunefree.optim._core import TunefreeOptimizer
 
 __all__ = [
     "GLOBAL_KEY",
@@ -139,7 +136,9 @@ def _decode(owner: str, encoded: Any) -> Any:
 def _as_scalar_tensor(owner: str, key: str, value: Any) -> Tensor:
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{owner}.load_state_dict: global state {key!r} must be a scalar, got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{owner}.load_state_dict: global state {key!r} must be a scalar, got shape {tuple(value.shape)}"
+            )
         return value.detach().reshape(())
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{owner}.load_state_dict: global state {key!r} must be a number, got {value!r}")
@@ -148,8 +147,9 @@ def _as_scalar_tensor(owner: str, key: str, value: Any) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- state-initialising step
-def handle_state_initialising_step(optimizer: "TunefreeOptimizer", closure: Any, loss: Any) -> bool:
-    """Called first thing in ``step()``. Returns True when the call is DCP's state-initialising step (the
+def handle_state_initialising_step(optimizer: Any, closure: Any, loss: Any) -> bool:
+    """``optimizer`` is a :class:`~tunefree.optim._core.TunefreeOptimizer` (not imported: _core imports
+    this module). Called first thing in ``step()``. Returns True when the call is DCP's state-initialising step (the
     per-parameter state was created, nothing else changed: ``step()`` must return at once). Otherwise drops
     placeholder state before a real step and returns False."""
     if torch.compiler.is_compiling():
@@ -167,7 +167,7 @@ def handle_state_initialising_step(optimizer: "TunefreeOptimizer", closure: Any,
     return False
 
 
-def _is_state_initialising_call(optimizer: "TunefreeOptimizer") -> bool:
+def _is_state_initialising_call(optimizer: Any) -> bool:
     if optimizer._observed_loss is not None or optimizer.state:
         return False
     if not all(_is_zero(group.get("lr", None)) for group in optimizer.param_groups):
