@@ -157,7 +157,7 @@ def test_fsdp2_dcp_resume(workers, name, tmp_path):
     """``get_optimizer_state_dict`` + ``dcp.save`` / ``dcp.load`` + ``set_optimizer_state_dict`` under FSDP2:
     the global scalars (MoMo's averages, GALA's FTRL sums) survive, and continuing equals the uninterrupted
     run bitwise on every rank."""
-    flatten_cases = ("momo", "gala")  # torchtitan's layout (flatten_optimizer_state_dict=True) for two methods
+    flatten_cases = ("momo",)  # torchtitan's layout (flatten_optimizer_state_dict=True); all methods: tests/optim
     for flatten in (False, True) if name in flatten_cases else (False,):
         results = workers.run(sc.fsdp_dcp_resume, name, str(tmp_path / f"flatten-{flatten}"), flatten=flatten)
         for rank, result in enumerate(results):
@@ -170,7 +170,7 @@ def test_fsdp2_dcp_resume(workers, name, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ ZeRO
-@pytest.mark.parametrize("name", ["momo", "momo_adam", "smes"])
+@pytest.mark.parametrize("name", ["momo", "momo_adam", "smes", "agd", "rsgdm"])
 def test_zero_redundancy_equals_full_batch(workers, name):
     """torch's ZeroRedundancyOptimizer partitions the parameters over the ranks; the global sums of the
     step size are added across them (not taken from one rank's partition), so every rank equals the
@@ -188,3 +188,18 @@ def test_zero_redundancy_refuses_gala(workers):
     for rank, result in enumerate(workers.run(sc.zero_run, "gala")):
         message = result.get("refused", "not refused")
         assert "cannot run inside torch.distributed.optim.ZeroRedundancyOptimizer" in message, f"rank {rank}: {message}"
+
+
+def test_zero_redundancy_needs_zero_process_group():
+    """A tunefree process_group other than ZeRO's would reduce over the wrong ranks: refused (one process,
+    the ZeRO object stands in for the real one)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from tunefree import MoMo
+
+    optimizer = MoMo([torch.zeros(2, requires_grad=True)], process_group="none")
+    with pytest.raises(ValueError, match="leave process_group at 'auto'"):
+        optimizer.join_zero_redundancy(SimpleNamespace(process_group=object()))
+    assert not optimizer.params_partitioned
