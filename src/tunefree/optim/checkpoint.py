@@ -46,7 +46,6 @@ replaces the placeholder as usual.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Optional
 
 import torch
@@ -148,10 +147,13 @@ def _as_scalar_tensor(owner: str, key: str, value: Any) -> Tensor:
 
 # ------------------------------------------------------------------------------- state-initialising step
 def handle_state_initialising_step(optimizer: Any, closure: Any, loss: Any) -> bool:
-    """``optimizer`` is a :class:`~tunefree.optim._core.TunefreeOptimizer` (not imported: _core imports
-    this module). Called first thing in ``step()``. Returns True when the call is DCP's state-initialising step (the
-    per-parameter state was created, nothing else changed: ``step()`` must return at once). Otherwise drops
-    placeholder state before a real step and returns False."""
+    """Called first thing in ``step()`` of ``optimizer`` (a :class:`~tunefree.optim._core.TunefreeOptimizer`;
+    not imported, as _core imports this module).
+
+    Returns True when the call is DCP's state-initialising step: the per-parameter state was created and
+    nothing else changed, so ``step()`` must return at once. Otherwise drops placeholder state (before a
+    real step) and returns False.
+    """
     if torch.compiler.is_compiling():
         return False
     if closure is None and loss is None and _is_state_initialising_call(optimizer):
@@ -191,4 +193,4 @@ def _is_zero(lr: Any) -> bool:
         value = float(lr)
     except (TypeError, ValueError):
         return False
-    return value == 0.0 and not math.isnan(value)
+    return value == 0.0
