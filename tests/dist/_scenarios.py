@@ -339,3 +339,38 @@ def zero_run(name: str, steps: int = STEPS, **kwargs: Any) -> dict[str, Any]:
     result = snapshot(model, local)
     result["local_params"] = sum(len(g["params"]) for g in local.param_groups)
     return result
+
+
+def fsdp_full_state_dict_resume(name: str, steps: int = STEPS, **kwargs: Any) -> dict[str, Any]:
+    """FSDP2, the "one full checkpoint file" path: ``get_*_state_dict(full_state_dict=True, cpu_offload=True)``
+    (rank 0 holds everything, the others nothing), then ``set_*_state_dict(broadcast_from_rank0=True)``
+    into a fresh model and optimizer; returns the uninterrupted and resumed results and the global scalars."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = shard_of_batch(rank, world)
+    model = _fsdp_model()
+    optimizer = create(name, model.parameters(), **kwargs)
+    train(name, model, optimizer, x, y, steps // 2)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    saved_global = {key: float(value) for key, value in optimizer.global_state.items()}
+    train(name, model, optimizer, x, y, steps - steps // 2)
+    uninterrupted = snapshot(model, optimizer)
+
+    fresh_model = _fsdp_model(seed=5)
+    fresh = create(name, fresh_model.parameters(), **kwargs)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True)
+    set_model_state_dict(fresh_model, model_state, options=options)
+    set_optimizer_state_dict(fresh_model, fresh, optim_state, options=options)
+    loaded_global = {key: float(value) for key, value in fresh.global_state.items()}
+    train(name, fresh_model, fresh, x, y, steps - steps // 2)
+    return {"uninterrupted": uninterrupted, "resumed": snapshot(fresh_model, fresh),
+            "saved_global": saved_global, "loaded_global": loaded_global}

@@ -169,6 +169,15 @@ def test_fsdp2_dcp_resume(workers, name, tmp_path):
             assert result["resumed"]["stats"] == result["uninterrupted"]["stats"], what
 
 
+
+def test_fsdp2_full_state_dict_broadcast_resume(workers):
+    """The full-checkpoint path (``full_state_dict=True, cpu_offload=True`` on rank 0, loaded with
+    ``broadcast_from_rank0=True``) carries MoMo's global scalars to every rank too."""
+    for rank, result in enumerate(workers.run(sc.fsdp_full_state_dict_resume, "momo")):
+        assert result["loaded_global"] == result["saved_global"], f"rank {rank}"
+        diff = max_diff(result["uninterrupted"]["params"], result["resumed"]["params"])
+        assert diff == 0.0, f"momo/FSDP2 full state dict rank {rank}: resumed run differs by {diff:.3e}"
+
 # ------------------------------------------------------------------------------------------ ZeRO
 @pytest.mark.parametrize("name", ["momo", "momo_adam", "smes", "agd", "rsgdm"])
 def test_zero_redundancy_equals_full_batch(workers, name):
