@@ -14,6 +14,7 @@ from tunefree.optim.registry import (
 )
 from tunefree.optim.rsgdm import RSGDM
 from tunefree.optim.smes import SMES, AlphaSchedule
+from tunefree.optim.wrappers import unwrap_optimizer
 
 __version__ = "0.1.0"
 
@@ -35,5 +36,6 @@ __all__ = [
     "get_optimizer_info",
     "register_optimizer",
     "watch",
+    "unwrap_optimizer",
     "__version__",
 ]

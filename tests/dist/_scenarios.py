@@ -158,12 +158,12 @@ def ddp_run(name: str, steps: int = STEPS, *, subgroup: Optional[str] = None, **
 
 
 # ---------------------------------------------------------------------------------------- FSDP2
-def _fsdp_model() -> nn.Module:
+def _fsdp_model(seed: int = 0) -> nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
-    model = make_model()
+    model = make_model(seed)
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
@@ -273,3 +273,104 @@ def partly_sharded(name: str) -> str:
     except NotImplementedError as error:
         return str(error)
     return "no error"
+
+
+def fsdp_dcp_resume(name: str, path: str, steps: int = STEPS, flatten: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """FSDP2 through ``torch.distributed.checkpoint``: ``get_optimizer_state_dict`` + ``dcp.save`` half-way,
+    then a fresh model (other init) and optimizer are restored with ``dcp.load`` into their own template +
+    ``set_*_state_dict`` and continue; returns the uninterrupted and the resumed results and the global
+    scalars at the save and after the load."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(flatten_optimizer_state_dict=flatten)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = shard_of_batch(rank, world)
+    model = _fsdp_model()
+    optimizer = create(name, model.parameters(), **kwargs)
+    train(name, model, optimizer, x, y, steps // 2)
+    saved_global = {key: float(value) for key, value in optimizer.global_state.items()}
+    dcp.save({"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer, options=options)},
+             checkpoint_id=path)
+    train(name, model, optimizer, x, y, steps - steps // 2)
+    uninterrupted = snapshot(model, optimizer)
+
+    fresh_model = _fsdp_model(seed=5)
+    fresh = create(name, fresh_model.parameters(), **kwargs)
+    template = {"model": get_model_state_dict(fresh_model),
+                "optim": get_optimizer_state_dict(fresh_model, fresh, options=options)}
+    dcp.load(template, checkpoint_id=path)
+    set_model_state_dict(fresh_model, template["model"])
+    set_optimizer_state_dict(fresh_model, fresh, template["optim"], options=options)
+    loaded_global = {key: float(value) for key, value in fresh.global_state.items()}
+    state_types = sorted({type(v).__name__ for s in fresh.state.values() for v in s.values()
+                          if isinstance(v, torch.Tensor) and v.dim() > 0})
+    train(name, fresh_model, fresh, x, y, steps - steps // 2)
+    return {"uninterrupted": uninterrupted, "resumed": snapshot(fresh_model, fresh),
+            "saved_global": saved_global, "loaded_global": loaded_global, "state_types": state_types}
+
+
+# ---------------------------------------------------------------------------------------- ZeRO
+def zero_run(name: str, steps: int = STEPS, **kwargs: Any) -> dict[str, Any]:
+    """``ZeroRedundancyOptimizer(optimizer_class=<tunefree class>)`` over DDP, half of the batch per rank:
+    each rank's optimizer holds a partition of the parameters. Returns the result, or the error message
+    when the construction is refused (``{"refused": message}``)."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel
+
+    info = get_optimizer_info(name)
+    options = {"lr": info.default_lr, **info.fixed_kwargs, **RUN_KWARGS.get(name, {}), **kwargs}
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = make_model()
+    ddp = DistributedDataParallel(model)
+    try:
+        optimizer = ZeroRedundancyOptimizer(ddp.parameters(), optimizer_class=info.cls, **options)
+    except ValueError as error:
+        return {"refused": str(error)}
+    local = optimizer.optim
+    x, y = shard_of_batch(rank, world)
+    train(name, ddp, optimizer, x, y, steps)  # step(loss=...) reaches the local optimizer through ZeRO
+    result = snapshot(model, local)
+    result["local_params"] = sum(len(g["params"]) for g in local.param_groups)
+    return result
+
+
+def fsdp_full_state_dict_resume(name: str, steps: int = STEPS, **kwargs: Any) -> dict[str, Any]:
+    """FSDP2, the "one full checkpoint file" path: ``get_*_state_dict(full_state_dict=True, cpu_offload=True)``
+    (rank 0 holds everything, the others nothing), then ``set_*_state_dict(broadcast_from_rank0=True)``
+    into a fresh model and optimizer; returns the uninterrupted and resumed results and the global scalars."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = shard_of_batch(rank, world)
+    model = _fsdp_model()
+    optimizer = create(name, model.parameters(), **kwargs)
+    train(name, model, optimizer, x, y, steps // 2)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    saved_global = {key: float(value) for key, value in optimizer.global_state.items()}
+    train(name, model, optimizer, x, y, steps - steps // 2)
+    uninterrupted = snapshot(model, optimizer)
+
+    fresh_model = _fsdp_model(seed=5)
+    fresh = create(name, fresh_model.parameters(), **kwargs)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=True)
+    set_model_state_dict(fresh_model, model_state, options=options)
+    set_optimizer_state_dict(fresh_model, fresh, optim_state, options=options)
+    loaded_global = {key: float(value) for key, value in fresh.global_state.items()}
+    train(name, fresh_model, fresh, x, y, steps - steps // 2)
+    return {"uninterrupted": uninterrupted, "resumed": snapshot(fresh_model, fresh),
+            "saved_global": saved_global, "loaded_global": loaded_global}

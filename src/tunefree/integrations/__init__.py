@@ -12,29 +12,6 @@ package never depends on them. Install them with ``pip install "tunefree[integra
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from tunefree.optim.wrappers import find_tunefree_optimizer
 
 __all__ = ["find_tunefree_optimizer"]
-
-
-def find_tunefree_optimizer(optimizer: Any) -> Optional[Any]:
-    """The tunefree optimizer inside the wrappers trainers put around it (accelerate's
-    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``), or None if there is none.
-
-    The innermost one is returned: ``LightningOptimizer`` makes itself an instance of the wrapped class
-    (it subclasses it on the fly), so the first ``isinstance`` match can still be the wrapper, whose
-    attributes are not the optimizer's.
-    """
-    from tunefree.optim._core import TunefreeOptimizer
-
-    found = None
-    for _ in range(8):
-        if optimizer is None:
-            break
-        if isinstance(optimizer, TunefreeOptimizer):
-            found = optimizer
-        inner = getattr(optimizer, "optimizer", None)
-        if inner is None or inner is optimizer:
-            break
-        optimizer = inner
-    return found

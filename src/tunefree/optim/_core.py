@@ -11,7 +11,8 @@ An optimizer module holds its math and little else; everything a real training l
 * **global reductions**: :meth:`TunefreeOptimizer.reduce` packs a step's partial sums (and the loss) into
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
-  estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
+  estimates, step counters, FTRL sums) is saved and restored with the per-parameter state, also through
+  ``torch.distributed.checkpoint`` (:mod:`tunefree.optim.checkpoint`);
 * **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors
   (first param group), :attr:`TunefreeOptimizer.group_stats` those of every param group;
 * **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state;
@@ -36,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from tunefree.optim import checkpoint
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.elementwise import new_step_counter
 from tunefree.optim.kernels import (
@@ -48,6 +50,7 @@ from tunefree.optim.kernels import (
     local_tensor,
 )
 from tunefree.optim.validation import check_range
+from tunefree.optim.zero_redundancy import enclosing_zero_redundancy_optimizer
 
 __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 
@@ -55,12 +58,14 @@ NonFinitePolicy = Literal["raise", "skip", "off"]
 LossLike = Union[Tensor, float]
 Closure = Callable[[], LossLike]
 
-# Key under which the global scalar state travels inside ``state_dict()``.
-_GLOBAL_KEY = "tunefree_global_state"
-
 
 class NonFiniteError(FloatingPointError):
     """A loss or gradient was NaN/Inf; the step was refused and nothing was changed."""
+
+
+# Key under which the global scalar state travels inside ``state_dict()``.
+_GLOBAL_KEY = checkpoint.GLOBAL_KEY
+
 
 @dataclass
 class Bucket:
@@ -130,6 +135,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 f"got {process_group!r}"
             )
         super().__init__(params, defaults)
+        checkpoint.ensure_global_state_key(self)
         self.nonfinite: NonFinitePolicy = nonfinite
         self.process_group = process_group
         self.global_state: dict[str, Tensor] = {}
@@ -139,6 +145,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self._observed_loss: Optional[Tensor] = None
         # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
         self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
+        #: this rank holds a partition of whole tensors (ZeroRedundancyOptimizer): see join_zero_redundancy
+        self.params_partitioned = False
+        zero = enclosing_zero_redundancy_optimizer()
+        if zero is not None:
+            self.join_zero_redundancy(zero)
 
     # ------------------------------------------------------------------ subclass interface
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
@@ -151,6 +162,23 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     def validate_group(self, group: dict[str, Any]) -> None:
         """Check a param group's hyperparameters (raise ``ValueError`` naming the argument)."""
+
+    def join_zero_redundancy(self, zero: Any) -> None:
+        """Called when ``torch.distributed.optim.ZeroRedundancyOptimizer`` builds this optimizer over its
+        rank's partition of the parameters (whole tensors, each held by exactly one rank).
+
+        The partial sums of :meth:`reduce` are then *added* across ZeRO's process group (not taken from
+        rank 0 as for DDP replicas) and the loss averaged, so every rank computes the step size of the
+        single-process run over all parameters. Subclasses whose step cannot be split by parameter refuse.
+        """
+        if not (self.process_group == "auto" or self.process_group is zero.process_group):
+            raise ValueError(
+                f"{type(self).__name__}: inside ZeroRedundancyOptimizer the global sums must be reduced over "
+                f"ZeRO's own process group (each rank holds only part of the parameters), got "
+                f"process_group={self.process_group!r}; leave process_group at 'auto'"
+            )
+        self.process_group = zero.process_group
+        self.params_partitioned = True
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its hyperparameters are validated like the constructor's (the group is not added
@@ -227,7 +255,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
         Returns:
             The loss (the closure's return value, or ``loss``), as ``torch.optim`` optimizers do.
+            ``None`` for ``torch.distributed.checkpoint``'s state-initialising call (see
+            :mod:`tunefree.optim.checkpoint`), which only creates the per-parameter state.
         """
+        if checkpoint.handle_state_initialising_step(self, closure, loss):
+            return None
         if closure is not None and loss is not None:
             raise ValueError(f"{type(self).__name__}.step: pass either a closure or loss=, not both")
         returned: Optional[LossLike] = loss
@@ -476,7 +508,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                         f"applied to part of the model, a 2-D (HSDP) mesh or replicated tensor-parallel "
                         f"DTensors. This layout is not supported yet."
                     )
-                sharded = layouts == {"sharded"}
+                # ZeRO partitions: each plain tensor lives on one rank only, so its sums add up like shards.
+                sharded = layouts == {"sharded"} or self.params_partitioned
                 weights = torch.ones_like(packed)
                 if not sharded and dist.get_rank(group) != 0:
                     weights[:n_sums] = 0.0
@@ -544,10 +577,16 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ state_dict
     def state_dict(self) -> dict[str, Any]:
-        """torch's state_dict plus the global scalars; post hooks see (and may change) the whole of it."""
+        """torch's state_dict plus the global scalars; post hooks see (and may change) the whole of it.
+
+        The global scalars are stored twice: as tensors under the top-level key (what a plain
+        ``load_state_dict`` reads first) and as a JSON copy in ``param_groups[0]``, the only place
+        ``torch.distributed.checkpoint``'s flattened format keeps.
+        """
         with self._hooks_suspended("_optimizer_state_dict_post_hooks"):
             state = super().state_dict()
         state[_GLOBAL_KEY] = {key: value.clone() for key, value in self.global_state.items()}
+        checkpoint.add_global_state(state, self.global_state)
         for hook in self._optimizer_state_dict_post_hooks.values():
             result = hook(self, state)
             if result is not None:
@@ -573,7 +612,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 state_dict = result
         if "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
-        global_state = state_dict.pop(_GLOBAL_KEY, None)
+        state_dict, global_state = checkpoint.split_global_state(name, state_dict)
         state_dict["param_groups"] = self._checked_groups(state_dict["param_groups"])
         saved_state = state_dict["state"]
         if not isinstance(saved_state, dict):
@@ -590,6 +629,7 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
         with self._hooks_suspended("_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
             super().load_state_dict(state_dict)
+        checkpoint.ensure_global_state_key(self)
         for param, state in self.state.items():
             if not (isinstance(param, Tensor) and isinstance(state, dict)):
                 continue  # entries of hooks or other tools, kept as torch keeps them

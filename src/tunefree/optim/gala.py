@@ -119,6 +119,7 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from tunefree.optim import checkpoint
 from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
 from tunefree.optim.elementwise import adam_direction_
 from tunefree.optim.kernels import as_real, dot, sub_scaled_
@@ -316,6 +317,16 @@ class GALA(TunefreeOptimizer):
         if "eps" in values:
             check_range("GALA", "eps", values["eps"], 0.0)
 
+    def join_zero_redundancy(self, zero: Any) -> None:
+        """Refused: GALA's extra pass moves *every* parameter back to its previous point and re-evaluates
+        the closure, but inside ZeroRedundancyOptimizer each rank's GALA holds (and can move) only its own
+        partition, so the curvature estimate, and with it the learning rate, would be wrong."""
+        raise ValueError(
+            "GALA cannot run inside torch.distributed.optim.ZeroRedundancyOptimizer: its second closure "
+            "evaluation needs every parameter at its previous point, but each rank's GALA holds only its "
+            "partition of the parameters. Use GALA with DDP or FSDP2 (fully_shard), which it supports."
+        )
+
     # ------------------------------------------------------------------ model / RNG side effects
     def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
         """Let the extra pass restore ``model``'s buffers (BatchNorm running statistics) afterwards.
@@ -365,6 +376,8 @@ class GALA(TunefreeOptimizer):
         estimate that sets the learning rate). Returns the first call's loss.
         """
         if closure is None:
+            if checkpoint.handle_state_initialising_step(self, closure, loss):
+                return None  # torch.distributed.checkpoint's state-initialising call (creates the state only)
             raise ValueError(
                 "GALA.step needs a closure: optimizer.step(closure) where closure() zeroes the gradients, "
                 "evaluates the current mini-batch, calls backward() and returns the loss. GALA calls it "
