@@ -23,9 +23,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from tunefree.bench.executors import Executor, SerialExecutor, make_executor
-from tunefree.bench.ledger import Ledger
+from tunefree.bench.ledger import Ledger, SweepLock
 from tunefree.bench.plan import SweepPlan, build_specs, exponents_near_best, grid_step, propose_grid_extension
 from tunefree.bench.records import (
+    DEFAULT_RUN_TIMEOUT,
     DEFAULT_SEEDS,
     DEFAULT_WARMUP,
     QUICK_OPTIMIZERS,
@@ -35,6 +36,7 @@ from tunefree.bench.records import (
     RunResult,
     RunSpec,
     canonical_kwargs,
+    check_exponents,
     lr_grid,
     make_schedule,
     parse_schedule,
@@ -79,12 +81,16 @@ def _run_with_tasks(tasks: dict[str, Task], spec: RunSpec) -> RunResult:
     return run_one(spec, tasks.get(spec.task))
 
 
+#: most seeds one sweep may ask for (a typo like --seeds 1000000 must not plan a million runs per point)
+MAX_SEEDS = 1000
+
+
 def _normalise_seeds(seeds: int | Sequence[int] | None, suite: str) -> list[int]:
     if seeds is None:
         seeds = DEFAULT_SEEDS.get(suite, 1)
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        if not (1 <= seeds <= MAX_SEEDS):
+            raise ValueError(f"seeds must be a count in [1, {MAX_SEEDS}], got {seeds}")
         return list(range(seeds))
     values = [int(s) for s in seeds]
     if not values:
@@ -109,6 +115,7 @@ def run_sweep(
     seeds_near_best: float | None = None,
     schedule: str = "constant",
     warmup: float | None = None,
+    run_timeout: float | None = None,
     progress: bool = True,
     report: bool = True,
     executor: Any = None,
@@ -146,70 +153,78 @@ def run_sweep(
         raise ValueError(f"seeds_near_best must be a number of decades >= 0, got {seeds_near_best}")
     grid_seeds = seed_list[:1] if seeds_near_best is not None else seed_list
     extend = (suite == "standard") if extend_grid is None else extend_grid
-    exps = tuple(SUITE_EXPONENTS[suite] if exponents is None else exponents)
+    exps = check_exponents(SUITE_EXPONENTS[suite] if exponents is None else exponents)
+    timeout = DEFAULT_RUN_TIMEOUT[suite] if run_timeout is None else run_timeout
+    if not (isinstance(timeout, (int, float)) and timeout > 0):  # also refuses NaN
+        raise ValueError(f"run_timeout must be a number of seconds > 0 (math.inf: no limit), got {run_timeout!r}")
 
     entries = _resolve_optimizers(optimizers, suite, log)
     summary = SweepSummary(out=Path(out), ledger_path=Path(out) / "ledger.sqlite")
     resolved, object_tasks = _resolve_tasks(task, suite, summary, log)
-    run_fn, executor = _run_function(object_tasks, executor, workers, log)
+    run_fn, executor = _run_function(object_tasks, executor, workers, timeout, log)
     names = [e.name for e in entries]
 
-    ledger = Ledger(out)
+    lock = SweepLock(out)  # held until the report is written: one sweep per folder at a time
+    lock.acquire()
     try:
-        ledger.set_meta("last_sweep", {
-            "suite": suite, "seeds": seed_list, "optimizers": names,
-            "tasks": [t.name for t, _ in resolved], "exponents": list(exps), "schedule": schedule,
-            "python": platform.python_version(), "torch": torch.__version__,
-        })
-        versions = {obj.name: code_version(obj) for obj, _ in resolved}
-        plan = SweepPlan(tuple(resolved), tuple(entries), suite, versions, optimizer_kwargs, schedule)
-        specs = plan.specs(grid_seeds, exps)
-        summary.total = len(specs)
-        if schedule != "constant":
-            log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
-
-        def results(obj: Task, optimizer: str, wanted: Sequence[int]) -> list[tuple[float, float | None]]:
-            # the stored runs of one method of this sweep: same code version, kwargs and schedule
-            kw = canonical_kwargs((optimizer_kwargs or {}).get(optimizer))
-            rows = ledger.rows(task=obj.name, suite=suite, optimizer=optimizer,
-                               code_version=versions[obj.name], kwargs=kw, schedule=schedule)
-            return [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in set(wanted)]
-
-        def execute(candidates: list[RunSpec], desc: str) -> None:
-            _execute(executor, run_fn, ledger, candidates, summary, retry_errors, progress, desc)
-
-        step = grid_step(exps)
-        for round_index in range(max_extension_rounds + 1):
-            done = ledger.finished_ids(include_errors=not retry_errors)
-            todo = [s for s in specs if s.run_id not in done]
-            if round_index == 0:
-                summary.skipped += len(specs) - len(todo)
-                log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
-            elif todo:
-                log(f"grid extension round {round_index}: {len(todo)} more runs")
-            execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
-            if not extend:
-                break
-            new_specs = plan.extension_specs(results, grid_seeds, step, specs)
-            if not new_specs:
-                break
-            specs += new_specs
+        ledger = Ledger(out)
+        try:
+            ledger.set_meta("last_sweep", {
+                "suite": suite, "seeds": seed_list, "optimizers": names,
+                "tasks": [t.name for t, _ in resolved], "exponents": list(exps), "schedule": schedule,
+                "python": platform.python_version(), "torch": torch.__version__,
+            })
+            versions = {obj.name: code_version(obj) for obj, _ in resolved}
+            plan = SweepPlan(tuple(resolved), tuple(entries), suite, versions, optimizer_kwargs, schedule)
+            specs = plan.specs(grid_seeds, exps)
             summary.total = len(specs)
+            if schedule != "constant":
+                log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
 
-        if seeds_near_best is not None and len(seed_list) > 1:
-            more = plan.near_best_specs(results, seed_list, seeds_near_best)
-            done = ledger.finished_ids(include_errors=not retry_errors)
-            todo = [s for s in more if s.run_id not in done]
-            summary.total += len(more)
-            summary.skipped += len(more) - len(todo)
-            log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
-                f"{len(more)} runs, {len(todo)} to run")
-            execute(todo, "more seeds")
+            def results(obj: Task, optimizer: str, wanted: Sequence[int]) -> list[tuple[float, float | None]]:
+                # the stored runs of one method of this sweep: same code version, kwargs and schedule
+                kw = canonical_kwargs((optimizer_kwargs or {}).get(optimizer))
+                rows = ledger.rows(task=obj.name, suite=suite, optimizer=optimizer,
+                                   code_version=versions[obj.name], kwargs=kw, schedule=schedule)
+                return [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in set(wanted)]
+
+            def execute(candidates: list[RunSpec], desc: str) -> None:
+                _execute(executor, run_fn, ledger, candidates, summary, retry_errors, progress, desc)
+
+            step = grid_step(exps)
+            for round_index in range(max_extension_rounds + 1):
+                done = ledger.finished_ids(include_errors=not retry_errors)
+                todo = [s for s in specs if s.run_id not in done]
+                if round_index == 0:
+                    summary.skipped += len(specs) - len(todo)
+                    log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
+                elif todo:
+                    log(f"grid extension round {round_index}: {len(todo)} more runs")
+                execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
+                if not extend:
+                    break
+                new_specs = plan.extension_specs(results, grid_seeds, step, specs)
+                if not new_specs:
+                    break
+                specs += new_specs
+                summary.total = len(specs)
+
+            if seeds_near_best is not None and len(seed_list) > 1:
+                more = plan.near_best_specs(results, seed_list, seeds_near_best)
+                done = ledger.finished_ids(include_errors=not retry_errors)
+                todo = [s for s in more if s.run_id not in done]
+                summary.total += len(more)
+                summary.skipped += len(more) - len(todo)
+                log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
+                    f"{len(more)} runs, {len(todo)} to run")
+                execute(todo, "more seeds")
+        finally:
+            ledger.close()
+        if report:
+            summary.report_path = write_report(out)
+            log(f"report: {summary.report_path}")
     finally:
-        ledger.close()
-    if report:
-        summary.report_path = write_report(out)
-        log(f"report: {summary.report_path}")
+        lock.release()
     return summary
 
 
@@ -262,20 +277,22 @@ def _resolve_tasks(
 
 
 def _run_function(
-    object_tasks: dict[str, Task], executor: Executor | None, workers: int | None, log: Callable[[str], None]
+    object_tasks: dict[str, Task], executor: Executor | None, workers: int | None, run_timeout: float,
+    log: Callable[[str], None],
 ) -> tuple[Callable[[RunSpec], RunResult], Executor]:
     """The run function and the executor of a sweep: Task objects travel with the run function; if they
-    cannot be pickled (lambdas, closures), the runs stay in this process."""
+    cannot be pickled (lambdas, closures), the runs stay in this process, without isolation."""
     run_fn: Callable[[RunSpec], RunResult] = run_one
     if object_tasks:
         run_fn = functools.partial(_run_with_tasks, object_tasks)
-        if executor is None and workers != 1:
+        if executor is None:
             try:
                 pickle.dumps(run_fn)
             except Exception as exc:  # lambdas/closures in a Task: cannot cross to worker processes
-                log(f"task objects are not picklable ({type(exc).__name__}); running in this process")
+                log(f"task objects are not picklable ({type(exc).__name__}); running in this process, "
+                    f"without isolation or run timeout (use module-level functions to get both)")
                 executor = SerialExecutor()
-    return run_fn, executor if executor is not None else make_executor(workers)
+    return run_fn, executor if executor is not None else make_executor(workers, run_timeout)
 
 
 def _execute(
@@ -292,10 +309,17 @@ def _execute(
     from tqdm.auto import tqdm  # the bench extra: importing tunefree.bench must not need it
 
     bar = tqdm(total=len(specs), unit="run", disable=not progress or not specs, desc=desc)
-    for result in executor.run_all(specs, run_fn):
-        ledger.store(result, replace=replace)
-        summary.executed += 1
-        summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
-        bar.update(1)
-        bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
-    bar.close()
+    results = iter(executor.run_all(specs, run_fn))
+    try:
+        for result in results:
+            ledger.store(result, replace=replace)
+            summary.executed += 1
+            summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+            bar.update(1)
+            bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+    finally:
+        # an interrupt or a failed store stops the executor's runs now, not at garbage collection
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+        bar.close()
