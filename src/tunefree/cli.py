@@ -99,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="learning-rate schedule of every method: constant (default, the primary setting) or "
                             "cosine (linear warm-up, then cosine decay to 0; the report labels these runs "
                             "optimizer+cosine and scores them against the baselines of the same schedule)")
-    bench.add_argument("--warmup", type=_number_in(0, 1, "a fraction of the steps"), default=None,
-                       metavar="FRACTION",
+    bench.add_argument("--warmup", type=float, default=None, metavar="FRACTION",  # range checked below
                        help="warm-up of --schedule cosine as a fraction of the steps, in [0, 1) (default 0.05)")
     bench.add_argument("--retry-errors", action="store_true", help="re-run runs stored with status 'error'")
     bench.add_argument("--no-report", action="store_true", help="skip writing the report at the end")

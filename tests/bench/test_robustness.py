@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TASK_FILE
 
 from tunefree.bench import DivergenceRule, Ledger, LedgerError, make_task, run_one, run_sweep, summarise
 from tunefree.bench.executors import exit_reason
 from tunefree.bench.records import RunSpec
 from tunefree.cli import main
-
-from conftest import TASK_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",

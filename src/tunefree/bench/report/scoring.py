@@ -31,7 +31,8 @@ from tunefree.bench.ledger import Ledger
 from tunefree.bench.records import DEFAULT_WARMUP, parse_schedule
 
 __all__ = ["TARGET", "BEST_OF", "HIT_WITHIN", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "PROFILE_TAU_MAX",
-           "OptimizerSummary", "TaskSummary", "select_rows", "split_versions", "row_schedule", "row_label", "schedule_label",
+           "OptimizerSummary", "TaskSummary", "select_rows", "split_versions",
+           "row_schedule", "row_label", "schedule_label",
            "describe_schedule", "summarise", "trials_profile", "profile_columns", "w95_interval"]
 
 #: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
