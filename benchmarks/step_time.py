@@ -1,18 +1,26 @@
 """Step-time benchmark of tunefree's optimizers against torch's, side by side in one process.
 
+Every tunefree optimizer runs at its default settings twice: with the default NaN/Inf guard
+(``nonfinite="raise"``) and with it off (``nonfinite="off"``, as torch's optimizers), so the guard's
+overhead is read off side by side. ``--compiled`` adds ``torch.compile`` of each tunefree step (the
+compiled route to a fused step; its warm-up is timed and reported).
+
 Parameter sets: ``resnet18`` (~11.7M, the conv/bn/fc tensor shapes of ResNet-18) and ``transformer``
 (~24M: token/position embeddings, attention and MLP matrices, biases, layer norms), float32, random
 gradients fixed per set. Optimizers are timed interleaved (round-robin, several repeats) so that the noise
 of a shared machine hits all of them alike; the reported time is the median over all timed steps.
 
-Effective bandwidth = bytes the ideal (fused, single-pass) algorithm must move per step / median time,
-compared to this machine's copy bandwidth (``dst.copy_(src)`` on a large tensor, read + write counted).
+Effective bandwidth = the bytes a method must move per step at least (``MIN_ACCESSES``: fp32 words read
+plus written per parameter element by a fused kernel, two passes for the MoMo family whose step size
+needs a global reduction first) / median time, compared to the copy bandwidth
+(``dst.copy_(src)`` of a tensor as large as the parameter set, read + write counted, timed in the same round
+robin as the optimizers).
 
 On a GPU (``--device cuda``) each timed sample is a run of ``--steps`` consecutive steps between two device
 synchronisations, divided by the number of steps: kernel launches overlap execution as they do in a
 training loop, and the host never waits inside the run.
 
-    python benchmarks/step_time.py --out results/step_time          # writes .json and .md
+    python benchmarks/step_time.py --out docs/results/step-time/cpu    # writes .json and .md
     python benchmarks/step_time.py --device cuda --repeats 10 --steps 20 --out results/step_time_cuda
 """
 
@@ -22,6 +30,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -54,8 +63,21 @@ def transformer_shapes(vocab: int = 8192, width: int = 512, layers: int = 6, con
     return shapes + [(width,), (width,)]
 
 
-# ideal bytes per parameter element (fp32): reads + writes of param, grad and state buffers
-IDEAL_ACCESSES = {"sgd": 5, "adam": 7, "momo": 5, "smes": 7, "agd": 7, "rsgdm": 7}
+# Minimal fp32 words moved per parameter element (reads + writes of param, grad and state buffers):
+# SGD-M reads g, x, b and writes x, b; Adam, SMES, AGD and RSGDM read g, x and two buffers and write x and
+# the buffers. MoMo needs two passes (the step size depends on global inner products): read g, x, m, write
+# m; then read m, x, write x. MoMo-Adam: read g, x, m, v, write m, v; then read m, v, x, write x.
+MIN_ACCESSES = {"sgd": 5, "adam": 7, "momo": 7, "momo-adam": 11, "smes": 7, "agd": 7, "rsgdm": 7}
+
+#: the torch reference each tunefree method's step time is held against, and the acceptance bound
+TARGETS = {
+    "MoMo": ("torch SGD-M foreach", 1.5), "MoMoAdam": ("torch Adam foreach", 1.2),
+    "SMES": ("torch Adam foreach", 1.0), "AGD": ("torch Adam foreach", 1.0), "RSGDM": ("torch SGD-M foreach", 1.5),
+}
+#: acceptance bound on the guard's cost (default step / guard-off step - 1)
+GUARD_BOUND = 0.10
+COPY = "memory copy of the same size"
+TUNEFREE = {"MoMo": "momo", "MoMoAdam": "momo-adam", "SMES": "smes", "AGD": "agd", "RSGDM": "rsgdm"}
 
 
 class AGDLoop(torch.optim.Optimizer):
@@ -87,29 +109,29 @@ class AGDLoop(torch.optim.Optimizer):
                 p.addcdiv_(exp_avg, denom, value=-group["lr"] * math.sqrt(bc2) / bc1)
 
 
-def optimizer_factories(nonfinite: str) -> dict[str, tuple[str, Callable, bool]]:
-    """name -> (ideal-traffic family, factory(params), needs a loss)."""
-    tf = dict(nonfinite=nonfinite)
+def optimizer_factories(compiled: bool = False) -> dict[str, tuple[str, Callable, bool]]:
+    """name -> (minimal-traffic family, factory(params), needs a loss)."""
     table: dict[str, tuple[str, Callable, bool]] = {
         "torch SGD-M foreach": ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, foreach=True), False),
         "torch SGD-M for-loop": ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, foreach=False), False),
         "torch Adam foreach": ("adam", lambda p: torch.optim.Adam(p, foreach=True), False),
         "torch Adam for-loop": ("adam", lambda p: torch.optim.Adam(p, foreach=False), False),
         "torch Adam fused": ("adam", lambda p: torch.optim.Adam(p, fused=True), False),
-        "torch AdamW foreach": ("adam", lambda p: torch.optim.AdamW(p, foreach=True), False),
-        "tunefree MoMo": ("momo", lambda p: tunefree.MoMo(p, **tf), True),
-        "tunefree MoMoAdam": ("adam", lambda p: tunefree.MoMoAdam(p, **tf), True),
-        "tunefree SMES a=0.25": ("smes", lambda p: tunefree.SMES(p, alpha=0.25, **tf), False),
-        "tunefree SMES a=0.3": ("smes", lambda p: tunefree.SMES(p, alpha=0.3, **tf), False),
-        "tunefree AGD": ("agd", lambda p: tunefree.AGD(p, **tf), False),
-        "AGD per-param loop (authors' form)": ("agd", lambda p: AGDLoop(p), False),
-        "tunefree RSGDM": ("rsgdm", lambda p: tunefree.RSGDM(p, **tf), False),
+        "torch AdamW fused": ("adam", lambda p: torch.optim.AdamW(p, fused=True), False),
     }
+    for name, family in TUNEFREE.items():
+        cls = getattr(tunefree, name)
+        needs_loss = bool(cls.needs_loss)
+        table[f"tunefree {name}"] = (family, lambda p, cls=cls: cls(p), needs_loss)
+        table[f"tunefree {name} [guard off]"] = (family, lambda p, cls=cls: cls(p, nonfinite="off"), needs_loss)
+        if compiled:
+            table[f"tunefree {name} [compiled]"] = (family, lambda p, cls=cls: cls(p, nonfinite="off"), needs_loss)
+    table["AGD per-param loop (authors' form)"] = ("agd", lambda p: AGDLoop(p), False)
     try:
         import momo  # momo-opt, the authors' package
 
         table["momo-opt Momo"] = ("momo", lambda p: momo.Momo(p, lr=1.0), True)
-        table["momo-opt MomoAdam"] = ("adam", lambda p: momo.MomoAdam(p, lr=1e-2), True)
+        table["momo-opt MomoAdam"] = ("momo-adam", lambda p: momo.MomoAdam(p, lr=1e-2), True)
     except ImportError:
         pass
     return table
@@ -136,23 +158,37 @@ def copy_bandwidth(device: torch.device, numel: int = 1 << 26, repeats: int = 15
 
 def bench_set(
     shapes: Shapes, factories: dict, repeats: int, steps: int, warmup: int, device: torch.device, seed: int = 0
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(median seconds per step, warm-up seconds of the compiled entries) per optimizer name."""
     generator = torch.Generator().manual_seed(seed)
     grads = [(torch.randn(s, generator=generator) * 1e-2).to(device) for s in shapes]
-    runs = {}
+    runs, warmups = {}, {}
     for name, (_, factory, needs_loss) in factories.items():
         params = [torch.nn.Parameter((torch.randn(s, generator=generator) * 0.05).to(device)) for s in shapes]
         for p, g in zip(params, grads):
             p.grad = g.clone()
         optimizer = factory(params)
         loss = torch.tensor(1.0, device=device)
+        call = optimizer.step
+        if name.endswith("[compiled]"):
+            call(loss=loss) if needs_loss else call()  # state is created eagerly, then the step compiles
+            call = torch.compile(optimizer.step)
 
-        def step(optimizer=optimizer, needs_loss=needs_loss) -> None:
-            optimizer.step(loss=loss) if needs_loss else optimizer.step()
+        def step(call=call, needs_loss=needs_loss) -> None:
+            call(loss=loss) if needs_loss else call()
 
-        for _ in range(warmup):  # state allocation, first-touch of pages
+        start = time.perf_counter()
+        for _ in range(warmup):  # state allocation, first-touch of pages, compilation
             step()
+        synchronize(device)
+        if name.endswith("[compiled]"):
+            warmups[name] = time.perf_counter() - start
         runs[name] = (step, [])
+    # The copy that the bandwidth figures are relative to runs in the same round robin (same noise).
+    numel = sum(math.prod(s) for s in shapes)
+    src, dst = torch.randn(numel, generator=generator).to(device), torch.empty(numel, device=device)
+    dst.copy_(src)
+    runs[COPY] = (lambda: dst.copy_(src), [])
     for _ in range(repeats):
         for name, (step, times) in runs.items():
             if device.type == "cpu":
@@ -167,7 +203,25 @@ def bench_set(
                     step()
                 synchronize(device)
                 times.append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(times) for name, (_, times) in runs.items()}
+    return {name: statistics.median(times) for name, (_, times) in runs.items()}, warmups
+
+
+def acceptance(medians: dict[str, float]) -> list[dict]:
+    """The acceptance checks of one parameter set: guard overhead and the ratio to a torch reference."""
+    checks = []
+    for name in TUNEFREE:
+        default, off = medians.get(f"tunefree {name}"), medians.get(f"tunefree {name} [guard off]")
+        if default is not None and off is not None:
+            overhead = default / off - 1.0
+            text = f"{100 * overhead:+.0f}% (<= +{100 * GUARD_BOUND:.0f}%)"
+            checks.append(dict(check=f"{name}: guard overhead", value=overhead, bound=GUARD_BOUND,
+                               met=overhead <= GUARD_BOUND, text=text))
+        reference, bound = TARGETS[name]
+        if default is not None and reference in medians:
+            ratio = default / medians[reference]
+            checks.append(dict(check=f"{name} (default) / {reference}", value=ratio, bound=bound,
+                               met=ratio <= bound, text=f"{ratio:.2f}x (<= {bound}x)"))
+    return checks
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -181,8 +235,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--sets", nargs="+", default=["resnet18", "transformer"], choices=["resnet18", "transformer"])
     parser.add_argument("--only", nargs="*", default=None, help="substrings of optimizer names to run")
-    parser.add_argument("--nonfinite", default="off", choices=["off", "raise"],
-                        help="tunefree NaN/Inf check (off: kernels only, as torch does; raise: +1 grad pass, 1 sync)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time torch.compile of each tunefree step (guard off; minutes of warm-up on CPU)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -190,33 +244,49 @@ def main(argv: Optional[list[str]] = None) -> None:
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
 
-    factories = optimizer_factories(args.nonfinite)
+    factories = optimizer_factories(args.compiled)
     if args.only:
         keep = {"torch Adam foreach", "torch SGD-M foreach"}
         factories = {k: v for k, v in factories.items() if k in keep or any(s in k for s in args.only)}
     bandwidth = copy_bandwidth(device)
+    command = "python benchmarks/step_time.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict = {"device": where, "threads": args.threads, "copy_bandwidth_GBps": bandwidth / 1e9,
-                     "torch": torch.__version__, "nonfinite": args.nonfinite, "sets": {}}
-    lines = [f"{where}: copy bandwidth {bandwidth / 1e9:.1f} GB/s, torch {torch.__version__}, "
-             f"tunefree nonfinite={args.nonfinite}", ""]
+                     "torch": torch.__version__, "command": command, "sets": {}}
+    lines = [f"{where}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (256 MiB), torch {torch.__version__}, "
+             f"median of {args.repeats} x {args.steps} interleaved steps.", "", f"`{command}`", "",
+             "tunefree rows are at default settings; `[guard off]` is `nonfinite=\"off\"`; guard = the default "
+             "row's time over the guard-off row's, minus 1. Words: fp32 reads + writes per element the method "
+             "needs at least; % of copy bw = those bytes / time / copy bandwidth.", ""]
     for set_name in args.sets:
         shapes = resnet18_shapes() if set_name == "resnet18" else transformer_shapes()
         numel = sum(math.prod(s) for s in shapes)
-        medians = bench_set(shapes, factories, args.repeats, args.steps, args.warmup, device)
+        medians, warmups = bench_set(shapes, factories, args.repeats, args.steps, args.warmup, device)
+        set_bandwidth = 2 * 4 * numel / medians.pop(COPY)
         adam, sgd = medians["torch Adam foreach"], medians["torch SGD-M foreach"]
         rows = {}
         lines += [f"### {set_name}: {numel / 1e6:.1f}M params, {len(shapes)} tensors", "",
-                  "| optimizer | ms/step | / Adam foreach | / SGD-M foreach | eff. GB/s | % of copy bw |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  f"Copy bandwidth in the same round robin: {set_bandwidth / 1e9:.1f} GB/s.", "",
+                  "| optimizer | ms/step | / Adam foreach | / SGD-M foreach | guard | words | % of copy bw |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, seconds in medians.items():
-            ideal_bytes = IDEAL_ACCESSES[factories[name][0]] * 4 * numel
-            rows[name] = dict(ms=seconds * 1e3, vs_adam=seconds / adam, vs_sgd=seconds / sgd,
-                              eff_GBps=ideal_bytes / seconds / 1e9, frac_copy_bw=ideal_bytes / seconds / bandwidth)
+            words = MIN_ACCESSES[factories[name][0]]
+            off = medians.get(f"{name} [guard off]")
+            rows[name] = dict(ms=seconds * 1e3, vs_adam=seconds / adam, vs_sgd=seconds / sgd, words=words,
+                              frac_copy_bw=words * 4 * numel / seconds / set_bandwidth,
+                              guard_overhead=None if off is None else seconds / off - 1.0)
+            if name in warmups:
+                rows[name]["warmup_s"] = warmups[name]
             r = rows[name]
-            lines.append(f"| {name} | {r['ms']:.1f} | {r['vs_adam']:.2f} | {r['vs_sgd']:.2f} | "
-                         f"{r['eff_GBps']:.1f} | {100 * r['frac_copy_bw']:.0f}% |")
+            guard = "" if r["guard_overhead"] is None else f"{100 * r['guard_overhead']:+.0f}%"
+            label = name + (f" (warm-up {warmups[name]:.0f} s)" if name in warmups else "")
+            lines.append(f"| {label} | {r['ms']:.1f} | {r['vs_adam']:.2f} | {r['vs_sgd']:.2f} | {guard} | "
+                         f"{words} | {100 * r['frac_copy_bw']:.0f}% |")
+        checks = acceptance(medians)
+        lines += ["", "| acceptance check | measured | met |", "|---|---:|:---:|"]
+        lines += [f"| {c['check']} | {c['text']} | {'yes' if c['met'] else '**no**'} |" for c in checks]
         lines.append("")
-        results["sets"][set_name] = dict(numel=numel, tensors=len(shapes), rows=rows)
+        results["sets"][set_name] = dict(numel=numel, tensors=len(shapes), copy_bandwidth_GBps=set_bandwidth / 1e9,
+                                         rows=rows, acceptance=checks)
     text = "\n".join(lines)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """tunefree: optimizers that adapt their own step size, and a harness that measures the tuning they save."""
 
+from tunefree.monitor import AdaptationWarning, Thresholds, Watcher, watch
 from tunefree.optim._core import NonFiniteError
 from tunefree.optim.agd import AGD
 from tunefree.optim.gala import GALA
@@ -9,6 +10,7 @@ from tunefree.optim.registry import (
     available_optimizers,
     create_optimizer,
     get_optimizer_info,
+    register_optimizer,
 )
 from tunefree.optim.rsgdm import RSGDM
 from tunefree.optim.smes import SMES, AlphaSchedule
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGD",
+    "AdaptationWarning",
     "AlphaSchedule",
     "GALA",
     "MoMo",
@@ -25,8 +28,12 @@ __all__ = [
     "OptimizerInfo",
     "RSGDM",
     "SMES",
+    "Thresholds",
+    "Watcher",
     "available_optimizers",
     "create_optimizer",
     "get_optimizer_info",
+    "register_optimizer",
+    "watch",
     "__version__",
 ]

@@ -1,4 +1,4 @@
-"""The ``tunefree`` command: ``bench``, ``report``, ``export`` and ``list``.
+"""The ``tunefree`` command: ``bench``, ``report``, ``export``, ``list`` and ``plot-stats``.
 
 Usage errors (unknown task or optimizer, bad values) exit with code 2 and a one-line message; a sweep
 itself never stops on a failed run (those are recorded in the ledger).
@@ -7,10 +7,11 @@ itself never stops on a failed run (those are recorded in the ledger).
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from tunefree.bench.records import MAX_GRID_DECADES, SUITES  # the leaf record module: no torch, cheap
 
@@ -76,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--task", action="append", metavar="MODULE:FACTORY", default=[],
                        help="your own task: importable module (or file.py) and a factory returning a Task")
     bench.add_argument("--optimizers", nargs="+", metavar="NAME", help="default: the suite's optimizers")
+    bench.add_argument("--optimizer", action="append", metavar="MODULE:FACTORY", default=[],
+                       help="your own optimizer, beside --optimizers (or the suite's): an importable module (or "
+                            "file.py) that registers FACTORY with tunefree.register_optimizer")
+    bench.add_argument("--set", action="append", metavar="OPT.KEY=VALUE", default=[], dest="set_options",
+                       help="fix an option of an optimizer, e.g. agd.delta=1e-8 (a Python literal; repeatable)")
+    bench.add_argument("--vary", action="append", metavar="OPT.KEY=V1,V2,...", default=[],
+                       help="sweep an option with the lr grid, e.g. agd.delta=1e-14,1e-8 (one option at a time "
+                            "beside the default setting; repeatable)")
     bench.add_argument("--seeds", type=_int_in(1, MAX_SEEDS),
                        help="number of paired seeds (default 1 quick, 3 standard)")
     bench.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=None,
@@ -111,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir")
     export.add_argument("--csv", help="output path (default DIR/runs.csv)")
     sub.add_parser("list", help="list tasks (suites, availability) and optimizers (default lr, what lr means)")
+    plot_stats = sub.add_parser("plot-stats", help="draw a tunefree.watch CSV (adaptive quantities, alerts) as a PNG")
+    plot_stats.add_argument("csv", metavar="FILE.csv")
+    plot_stats.add_argument("--out", metavar="PNG", help="output path (default: FILE.png)")
     return parser
 
 
@@ -169,10 +181,42 @@ def _cmd_list() -> int:
     infos = available_optimizers(include_peers=True)
     for entry in infos:
         problem = entry.import_error()
-        kind = "baseline" if entry.baseline else ("peer" if entry.peer else "tunefree")
+        own = "tunefree" if entry.factory is None else "user"
+        kind = "baseline" if entry.baseline else ("peer" if entry.peer else own)
         state = "" if problem is None else f"  [not importable: {problem}]"
         print(f"  {entry.name:<20} {kind:<8} default lr {entry.default_lr:<8g} lr = {entry.lr_meaning}{state}")
     return 0
+
+
+def _literal(node: ast.expr) -> Any:
+    """A Python literal; a bare word is a string (``base=adam``) and ``inf``/``-inf`` are floats."""
+    if isinstance(node, ast.Name):
+        return math.inf if node.id == "inf" else node.id
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Name):
+        return -math.inf if node.operand.id == "inf" else ast.literal_eval(node)
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    return ast.literal_eval(node)
+
+
+def _parse_options(items: Sequence[str], flag: str, many: bool) -> dict[str, dict[str, Any]]:
+    """``{optimizer: {key: value}}`` (``many``: ``{key: [values]}``) of ``OPT.KEY=...`` items."""
+    syntax = f"{flag} expects OPT.KEY={'V1,V2,...' if many else 'VALUE'}"
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        name, dot, key = target.strip().partition(".")
+        if not (sep and dot and name and key.isidentifier() and text.strip()):
+            raise UsageError(f"{syntax}, got {item!r}")
+        try:
+            tree = ast.parse(f"[{text}]" if many else text.strip(), mode="eval").body
+            value = [_literal(e) for e in tree.elts] if many else _literal(tree)  # type: ignore[attr-defined]
+        except (SyntaxError, ValueError) as exc:
+            raise UsageError(f"{flag} {item}: {text!r} is not a Python literal ({type(exc).__name__})") from None
+        if key in out.setdefault(name, {}):
+            raise UsageError(f"{flag} {name}.{key} is given twice")
+        out[name][key] = value
+    return out
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -184,6 +228,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             resolve_optimizer(name)
         except ValueError as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
+    optimizers = args.optimizers
+    if args.optimizer:
+        from tunefree.bench.resolve import default_optimizers
+
+        mine = []
+        for ref in args.optimizer:
+            if ":" not in ref:
+                raise UsageError(f"--optimizer expects MODULE:FACTORY or FILE.py:FACTORY, got {ref!r}")
+            try:
+                mine.append(resolve_optimizer(ref).name)
+            except Exception as exc:  # user code: any failure to import or register it is a usage error
+                raise UsageError(f"cannot load optimizer {ref}: {exc}".splitlines()[0]) from None
+        base = list(args.optimizers or default_optimizers(args.suite))
+        optimizers = base + [name for name in mine if name not in base]
+    fixed = _parse_options(args.set_options, "--set", many=False)
+    vary = _parse_options(args.vary, "--vary", many=True)
 
     refs: list[str] = []
     for ref in args.task:
@@ -238,7 +298,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("--address needs --executor ray")
     try:
         summary = run_sweep(
-            refs, optimizers=args.optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
+            refs, optimizers=optimizers, seeds=args.seeds, out=args.out, suite=args.suite,
+            optimizer_kwargs=fixed or None, vary=vary or None,
             workers=args.workers, exponents=args.grid_points,
             extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
             seeds_near_best=args.seeds_near_best, schedule=args.schedule, warmup=args.warmup,
@@ -275,6 +336,18 @@ def _cmd_export(folder: str, csv_path: str | None) -> int:
     return 0
 
 
+def _cmd_plot_stats(csv_path: str, out: str | None) -> int:
+    from tunefree.monitor.plot import plot_stats
+
+    if not os.path.isfile(csv_path):
+        raise UsageError(f"no such file {csv_path!r}")
+    try:
+        print(plot_stats(csv_path, out))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tunefree`` console script; returns the exit code."""
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -288,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args.dir)
         if args.command == "export":
             return _cmd_export(args.dir, args.csv)
+        if args.command == "plot-stats":
+            return _cmd_plot_stats(args.csv, args.out)
     except UsageError as exc:
         print(f"tunefree: error: {str(exc).removeprefix('tunefree: ')}", file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ def _patch_optimizer(monkeypatch: pytest.MonkeyPatch, cls: type, trace: tuple[st
         def load_class(self) -> type:
             return cls
 
-    def fake(name: str) -> OptimizerInfo:
+    def fake(name: str, source: str = "") -> OptimizerInfo:
         if name == "sgd":
             return Entry("sgd", "x:y", 0.01, "test", trace_stats=trace)
         return resolve_optimizer(name)

@@ -226,7 +226,7 @@ def test_corrupt_or_mismatched_state_dict_is_rejected(case: Case) -> None:
         for key, value in entry.items():
             if isinstance(value, torch.Tensor) and value.dim() > 0:
                 entry[key] = torch.zeros(value.numel() + 1, dtype=value.dtype)
-    fresh = case.cls(make_model().parameters())
+    fresh = case.cls(make_model().parameters(), **case.train_kwargs)  # (GALA's base must match the state's)
     with pytest.raises(ValueError, match="shape"):
         fresh.load_state_dict(wrong_shape)
     fresh.load_state_dict(good)  # still usable after the refused load

@@ -13,16 +13,31 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from tunefree.bench.records import SUITE_EXPONENTS, RunSpec, canonical_kwargs, lr_grid, make_schedule
-from tunefree.bench.resolve import code_version, resolve_optimizer
+from tunefree.bench.resolve import code_version, optimizer_source, resolve_optimizer, run_code_version
 from tunefree.bench.tasks.base import Budget, Task
 from tunefree.optim.registry import OptimizerInfo
 
-__all__ = ["build_specs", "propose_grid_extension", "exponents_near_best", "grid_step", "SweepPlan",
-           "MethodResults"]
+__all__ = ["build_specs", "option_settings", "propose_grid_extension", "exponents_near_best", "grid_step",
+           "SweepPlan", "MethodResults"]
 
-#: ``(task, optimizer name, seeds) -> [(lr_exp, final validation metric or None)]`` of the stored runs of
-#: one method of this sweep (same code version, kwargs and schedule): how the planner sees the ledger
-MethodResults = Callable[[Task, str, Sequence[int]], list[tuple[float, "float | None"]]]
+#: ``(task, optimizer, canonical kwargs, seeds) -> [(lr_exp, final validation metric or None)]`` of the
+#: stored runs of one method of this sweep (same code version, kwargs and schedule): how the planner
+#: sees the ledger
+MethodResults = Callable[[Task, OptimizerInfo, str, Sequence[int]], list[tuple[float, "float | None"]]]
+
+
+def option_settings(base: dict[str, Any] | None, vary: dict[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+    """The option settings one optimizer runs in a sweep: ``base`` (the fixed options, the default
+    setting) first, then, one varied option at a time, ``base`` with that option set to each of its
+    values, in the order given (a value equal to ``base``'s own is not repeated)."""
+    base = dict(base or {})
+    settings = [base]
+    for key, values in (vary or {}).items():
+        for value in values:
+            setting = {**base, key: value}
+            if setting not in settings:
+                settings.append(setting)
+    return settings
 
 
 def build_specs(
@@ -35,28 +50,45 @@ def build_specs(
     optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
     version: str | None = None,
     schedule: str = "constant",
+    vary: dict[str, dict[str, Sequence[Any]]] | None = None,
 ) -> list[RunSpec]:
-    """All run specs of one task: optimizer x lr grid x seed (seed innermost, so partial results of a
-    killed sweep cover whole grid points across seeds early), under one learning-rate ``schedule``
-    (a :func:`make_schedule` string)."""
+    """All run specs of one task: optimizer x option setting x lr grid x seed (seed innermost, so
+    partial results of a killed sweep cover whole grid points across seeds early), under one
+    learning-rate ``schedule`` (a :func:`make_schedule` string). ``version`` is the task's code version;
+    the option settings of each optimizer are :func:`option_settings` of its ``optimizer_kwargs`` and
+    ``vary`` entries."""
     schedule = make_schedule(schedule)
-    budget: Budget = task.budgets[suite]
     version = version if version is not None else code_version(task)
     exps = SUITE_EXPONENTS[suite] if exponents is None else tuple(exponents)
     specs = []
     for name in optimizers:
         entry = resolve_optimizer(name)
-        kw = canonical_kwargs((optimizer_kwargs or {}).get(entry.name))
-        for k, lr in lr_grid(entry.default_lr, exps):
-            for seed in seeds:
-                specs.append(RunSpec(
-                    task=task.name, suite=suite, steps=budget.steps, eval_every=budget.eval_every,
-                    optimizer=entry.name, lr=lr, seed=int(seed), kwargs=kw, code_version=version,
-                    schedule=schedule, task_ref=task_ref, lr_exp=k, default_lr=entry.default_lr, metric=task.metric,
-                    higher_is_better=task.higher_is_better, log_scale=task.log_scale,
-                    baseline=entry.baseline, trace_stats=entry.trace_stats,
-                ))
+        settings = option_settings((optimizer_kwargs or {}).get(entry.name), (vary or {}).get(entry.name))
+        for index, setting in enumerate(settings):
+            specs += _setting_specs(task, task_ref, entry, canonical_kwargs(setting), index == 0, seeds, suite,
+                                    exps, version, schedule)
     return specs
+
+
+def _setting_specs(
+    task: Task, task_ref: str, entry: OptimizerInfo, kwargs: str, is_base: bool, seeds: Sequence[int],
+    suite: str, exponents: Sequence[float], version: str, schedule: str,
+) -> list[RunSpec]:
+    """The specs of one optimizer setting (canonical ``kwargs``) on one task: lr grid x seed. A varied
+    setting of a baseline is not a baseline: the target m* stays that of the baselines' own setting."""
+    budget: Budget = task.budgets[suite]
+    return [
+        RunSpec(
+            task=task.name, suite=suite, steps=budget.steps, eval_every=budget.eval_every,
+            optimizer=entry.name, lr=lr, seed=int(seed), kwargs=kwargs,
+            code_version=run_code_version(version, entry), schedule=schedule, task_ref=task_ref,
+            lr_exp=k, default_lr=entry.default_lr, metric=task.metric, higher_is_better=task.higher_is_better,
+            log_scale=task.log_scale, baseline=entry.baseline and is_base, trace_stats=entry.trace_stats,
+            optimizer_ref=optimizer_source(entry),
+        )
+        for k, lr in lr_grid(entry.default_lr, exponents)
+        for seed in seeds
+    ]
 
 
 def propose_grid_extension(
@@ -128,8 +160,8 @@ def grid_step(exponents: Sequence[float]) -> float:
 @dataclass(frozen=True)
 class SweepPlan:
     """What one sweep compares: its tasks (with the reference stored in their specs), optimizers, suite,
-    extra optimizer kwargs, learning-rate schedule and the code version of each task. Its methods turn
-    seeds and stored results into run specs; they read nothing and run nothing."""
+    fixed and varied optimizer options, learning-rate schedule and the code version of each task. Its
+    methods turn seeds and stored results into run specs; they read nothing and run nothing."""
 
     tasks: tuple[tuple[Task, str], ...]
     optimizers: tuple[OptimizerInfo, ...]
@@ -137,35 +169,43 @@ class SweepPlan:
     versions: dict[str, str]
     optimizer_kwargs: dict[str, dict[str, Any]] | None = None
     schedule: str = "constant"
+    #: per optimizer, option -> values, each swept with the lr grid (see option_settings)
+    vary: dict[str, dict[str, Sequence[Any]]] | None = None
 
     def specs(self, seeds: Sequence[int], exponents: Sequence[float]) -> list[RunSpec]:
-        """The whole grid: every task x optimizer x exponent x seed."""
-        return self._specs_at(lambda task, entry: exponents, seeds)
+        """The whole grid: every task x optimizer x option setting x exponent x seed."""
+        return self._specs_at(lambda task, entry, kwargs: exponents, seeds)
 
     def extension_specs(
         self, results: MethodResults, seeds: Sequence[int], step: float, existing: Iterable[RunSpec]
     ) -> list[RunSpec]:
-        """Specs for the grid points :func:`propose_grid_extension` proposes for every (task, optimizer)
-        from its stored ``results`` of ``seeds``, less those already in ``existing``."""
+        """Specs for the grid points :func:`propose_grid_extension` proposes for every (task, optimizer,
+        setting) from its stored ``results`` of ``seeds``, less those already in ``existing``."""
         known = {s.run_id for s in existing}
-        new = self._specs_at(lambda task, entry: propose_grid_extension(
-            results(task, entry.name, seeds), task.higher_is_better, step=step), seeds)
+        new = self._specs_at(lambda task, entry, kwargs: propose_grid_extension(
+            results(task, entry, kwargs, seeds), task.higher_is_better, step=step), seeds)
         return [spec for spec in new if spec.run_id not in known]
 
     def near_best_specs(self, results: MethodResults, seeds: Sequence[int], radius: float) -> list[RunSpec]:
-        """Specs of ``seeds[1:]`` at the exponents within ``radius`` decades of each (task, optimizer)'s
-        best point of ``seeds[0]``."""
-        return self._specs_at(lambda task, entry: exponents_near_best(
-            results(task, entry.name, seeds[:1]), task.higher_is_better, radius), seeds[1:])
+        """Specs of ``seeds[1:]`` at the exponents within ``radius`` decades of each (task, optimizer,
+        setting)'s best point of ``seeds[0]``."""
+        return self._specs_at(lambda task, entry, kwargs: exponents_near_best(
+            results(task, entry, kwargs, seeds[:1]), task.higher_is_better, radius), seeds[1:])
+
+    def settings(self, entry: OptimizerInfo) -> list[str]:
+        """The canonical kwargs of every option setting ``entry`` runs, its default setting first."""
+        return [canonical_kwargs(s) for s in option_settings(
+            (self.optimizer_kwargs or {}).get(entry.name), (self.vary or {}).get(entry.name))]
 
     def _specs_at(
-        self, exponents_of: Callable[[Task, OptimizerInfo], Sequence[float]], seeds: Sequence[int]
+        self, exponents_of: Callable[[Task, OptimizerInfo, str], Sequence[float]], seeds: Sequence[int]
     ) -> list[RunSpec]:
         specs: list[RunSpec] = []
         for task, ref in self.tasks:
             for entry in self.optimizers:
-                exps = exponents_of(task, entry)
-                if exps:
-                    specs += build_specs(task, ref, [entry.name], seeds, self.suite, exps,
-                                         self.optimizer_kwargs, self.versions[task.name], self.schedule)
+                for index, kwargs in enumerate(self.settings(entry)):
+                    exps = exponents_of(task, entry, kwargs)
+                    if exps:
+                        specs += _setting_specs(task, ref, entry, kwargs, index == 0, seeds, self.suite, exps,
+                                                self.versions[task.name], self.schedule)
         return specs

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_GRID_DECADES",
     "check_exponents",
     "DEFAULT_RUN_TIMEOUT",
+    "decode_kwargs",
 ]
 
 #: the benchmark suites: "quick" (a few seconds per run, zero-install tasks) and "standard" (the full
@@ -121,7 +122,7 @@ class RunSpec:
     optimizer: str
     lr: float
     seed: int
-    kwargs: str = "{}"  # canonical JSON of extra optimizer kwargs given by the sweep
+    kwargs: str = "{}"  # canonical JSON of extra optimizer kwargs given by the sweep (see canonical_kwargs)
     code_version: str = ""
     #: "constant" or "cosine:<warm-up fraction>" (see make_schedule); hashed only when not constant
     schedule: str = "constant"
@@ -134,6 +135,9 @@ class RunSpec:
     log_scale: bool = False
     baseline: bool = False
     trace_stats: tuple[str, ...] = ()
+    #: where a worker imports a user's optimizer from ("module:factory" or "/abs/file.py:factory");
+    #: empty for the built-ins. Its code is in ``code_version``, so the reference itself is not hashed
+    optimizer_ref: str = ""
 
     def __post_init__(self) -> None:
         parse_schedule(self.schedule)  # a bad schedule fails here, not in a worker
@@ -157,7 +161,7 @@ class RunSpec:
 
     @property
     def kwargs_dict(self) -> dict[str, Any]:
-        return json.loads(self.kwargs)
+        return decode_kwargs(self.kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,8 +195,19 @@ def check_exponents(exponents: Sequence[float], name: str = "exponents") -> tupl
 
 
 def canonical_kwargs(kwargs: dict[str, Any] | None) -> str:
-    """Canonical JSON of optimizer kwargs (sorted keys) so equal settings hash equally."""
+    """Canonical JSON of optimizer kwargs (sorted keys) so equal settings hash equally; no kwargs is
+    ``"{}"``, the string every run had before options could be swept, so such runs keep their ids."""
     return json.dumps(kwargs or {}, sort_keys=True, default=repr)
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def decode_kwargs(text: str) -> dict[str, Any]:
+    """The optimizer kwargs of :func:`canonical_kwargs`' JSON. JSON has no tuples: its lists come back
+    as tuples, torch's convention for options like ``betas``."""
+    return {key: _tuples(value) for key, value in json.loads(text or "{}").items()}
 
 
 @dataclass

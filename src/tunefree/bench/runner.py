@@ -158,7 +158,7 @@ def run_one(spec: RunSpec, task: Task | None = None) -> RunResult:
 
 def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     task = task if task is not None else resolve_task(spec.task_ref or spec.task)
-    entry = resolve_optimizer(spec.optimizer)
+    entry = resolve_optimizer(spec.optimizer, spec.optimizer_ref)  # a fresh worker imports a user's one
     torch.manual_seed(spec.seed)
     inst = task.build(spec.seed)
     kwargs = {**task.optimizer_kwargs.get(spec.optimizer, {}), **spec.kwargs_dict}

@@ -24,7 +24,14 @@ import torch
 
 from tunefree.bench.executors import Executor, SerialExecutor, make_executor
 from tunefree.bench.ledger import Ledger, SweepLock
-from tunefree.bench.plan import SweepPlan, build_specs, exponents_near_best, grid_step, propose_grid_extension
+from tunefree.bench.plan import (
+    SweepPlan,
+    build_specs,
+    exponents_near_best,
+    grid_step,
+    option_settings,
+    propose_grid_extension,
+)
 from tunefree.bench.records import (
     DEFAULT_RUN_TIMEOUT,
     DEFAULT_SEEDS,
@@ -43,11 +50,13 @@ from tunefree.bench.records import (
 )
 from tunefree.bench.report import write_report
 from tunefree.bench.resolve import (
+    check_options,
     code_version,
     default_optimizers,
     installed_peers,
     resolve_optimizer,
     resolve_task,
+    run_code_version,
 )
 from tunefree.bench.runner import run_one
 from tunefree.bench.tasks.base import Task, TaskUnavailable
@@ -109,6 +118,7 @@ def run_sweep(
     workers: int | None = None,
     exponents: Sequence[float] | None = None,
     optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
+    vary: dict[str, dict[str, Sequence[Any]]] | None = None,
     extend_grid: bool | None = None,
     max_extension_rounds: int = 4,
     retry_errors: bool = False,
@@ -142,6 +152,23 @@ def run_sweep(
     every param group's lr. Cosine runs are separate runs in the same ledger (their id includes the
     schedule); the report shows them as their own methods (``adam+cosine``) scored against the baselines
     of the same schedule.
+
+    ``optimizer_kwargs={"agd": {"delta": 1e-8}}`` fixes options of an optimizer for the whole sweep (the
+    CLI's ``--set agd.delta=1e-8``). ``vary={"agd": {"delta": [1e-14, 1e-8]}}`` (``--vary``) measures
+    the sensitivity to other options than lr: the optimizer runs its default setting (its fixed options)
+    and, one varied option at a time, the fixed options with that option at each value, every setting
+    on the whole lr grid; a varied setting is a method of its own in the report (a baseline's varied
+    settings are not baselines: they leave the target m* alone), and the report draws score over
+    (lr x value) per varied option. Optimizers are named by registry name (see
+    :func:`tunefree.register_optimizer` for your own) or by ``"module:factory"`` / ``"file.py:factory"``.
+    Every option is checked by building the optimizer once before anything runs; a ``ValueError``
+    names the optimizer, the option and its constructor's signature.
+
+    Every run executes in a worker process (also with ``workers=1``), so a run that calls ``sys.exit``
+    or ``os._exit``, crashes or hangs is stored as that run's ``error`` and the sweep goes on;
+    ``run_timeout`` seconds (default: ``DEFAULT_RUN_TIMEOUT`` of the suite, ``math.inf`` for none) stops
+    a hanging run. Task objects that cannot be pickled (lambdas) run in this process instead, without
+    that protection. A second sweep into the same ``out`` while this one runs is refused, naming its pid.
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
@@ -159,72 +186,78 @@ def run_sweep(
         raise ValueError(f"run_timeout must be a number of seconds > 0 (math.inf: no limit), got {run_timeout!r}")
 
     entries = _resolve_optimizers(optimizers, suite, log)
+    optimizer_kwargs, vary = _check_options(entries, optimizer_kwargs, vary)
     summary = SweepSummary(out=Path(out), ledger_path=Path(out) / "ledger.sqlite")
     resolved, object_tasks = _resolve_tasks(task, suite, summary, log)
     run_fn, executor = _run_function(object_tasks, executor, workers, timeout, log)
     names = [e.name for e in entries]
 
-    lock = SweepLock(out)  # held until the report is written: one sweep per folder at a time
+    lock = SweepLock(out)  # one sweep per folder at a time: a second one is refused, naming this pid
     lock.acquire()
     try:
         ledger = Ledger(out)
-        try:
-            ledger.set_meta("last_sweep", {
-                "suite": suite, "seeds": seed_list, "optimizers": names,
-                "tasks": [t.name for t, _ in resolved], "exponents": list(exps), "schedule": schedule,
-                "python": platform.python_version(), "torch": torch.__version__,
-            })
-            versions = {obj.name: code_version(obj) for obj, _ in resolved}
-            plan = SweepPlan(tuple(resolved), tuple(entries), suite, versions, optimizer_kwargs, schedule)
-            specs = plan.specs(grid_seeds, exps)
-            summary.total = len(specs)
-            if schedule != "constant":
-                log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
-
-            def results(obj: Task, optimizer: str, wanted: Sequence[int]) -> list[tuple[float, float | None]]:
-                # the stored runs of one method of this sweep: same code version, kwargs and schedule
-                kw = canonical_kwargs((optimizer_kwargs or {}).get(optimizer))
-                rows = ledger.rows(task=obj.name, suite=suite, optimizer=optimizer,
-                                   code_version=versions[obj.name], kwargs=kw, schedule=schedule)
-                return [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in set(wanted)]
-
-            def execute(candidates: list[RunSpec], desc: str) -> None:
-                _execute(executor, run_fn, ledger, candidates, summary, retry_errors, progress, desc)
-
-            step = grid_step(exps)
-            for round_index in range(max_extension_rounds + 1):
-                done = ledger.finished_ids(include_errors=not retry_errors)
-                todo = [s for s in specs if s.run_id not in done]
-                if round_index == 0:
-                    summary.skipped += len(specs) - len(todo)
-                    log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
-                elif todo:
-                    log(f"grid extension round {round_index}: {len(todo)} more runs")
-                execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
-                if not extend:
-                    break
-                new_specs = plan.extension_specs(results, grid_seeds, step, specs)
-                if not new_specs:
-                    break
-                specs += new_specs
-                summary.total = len(specs)
-
-            if seeds_near_best is not None and len(seed_list) > 1:
-                more = plan.near_best_specs(results, seed_list, seeds_near_best)
-                done = ledger.finished_ids(include_errors=not retry_errors)
-                todo = [s for s in more if s.run_id not in done]
-                summary.total += len(more)
-                summary.skipped += len(more) - len(todo)
-                log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
-                    f"{len(more)} runs, {len(todo)} to run")
-                execute(todo, "more seeds")
-        finally:
-            ledger.close()
-        if report:
-            summary.report_path = write_report(out)
-            log(f"report: {summary.report_path}")
-    finally:
+    except BaseException:
         lock.release()
+        raise
+    try:
+        ledger.set_meta("last_sweep", {
+            "suite": suite, "seeds": seed_list, "optimizers": names,
+            "tasks": [t.name for t, _ in resolved], "exponents": list(exps), "schedule": schedule,
+            "options": optimizer_kwargs, "vary": vary,
+            "python": platform.python_version(), "torch": torch.__version__,
+        })
+        versions = {obj.name: code_version(obj) for obj, _ in resolved}
+        plan = SweepPlan(tuple(resolved), tuple(entries), suite, versions, optimizer_kwargs, schedule, vary)
+        specs = plan.specs(grid_seeds, exps)
+        summary.total = len(specs)
+        if schedule != "constant":
+            log(f"learning-rate schedule: {schedule} (warm-up fraction, then cosine decay to 0)")
+
+        def results(
+            obj: Task, entry: OptimizerInfo, kw: str, wanted: Sequence[int]
+        ) -> list[tuple[float, float | None]]:
+            # the stored runs of one method of this sweep: same code version, kwargs and schedule
+            rows = ledger.rows(task=obj.name, suite=suite, optimizer=entry.name,
+                               code_version=run_code_version(versions[obj.name], entry), kwargs=kw,
+                               schedule=schedule)
+            return [(r["lr_exp"], r["final_val"]) for r in rows if r["seed"] in set(wanted)]
+
+        def execute(candidates: list[RunSpec], desc: str) -> None:
+            _execute(executor, run_fn, ledger, candidates, summary, retry_errors, progress, desc)
+
+        step = grid_step(exps)
+        for round_index in range(max_extension_rounds + 1):
+            done = ledger.finished_ids(include_errors=not retry_errors)
+            todo = [s for s in specs if s.run_id not in done]
+            if round_index == 0:
+                summary.skipped += len(specs) - len(todo)
+                log(f"{len(specs)} runs: {len(todo)} to run, {len(specs) - len(todo)} already in {ledger.path}")
+            elif todo:
+                log(f"grid extension round {round_index}: {len(todo)} more runs")
+            execute(todo, "sweep" if round_index == 0 else f"extension {round_index}")
+            if not extend:
+                break
+            new_specs = plan.extension_specs(results, grid_seeds, step, specs)
+            if not new_specs:
+                break
+            specs += new_specs
+            summary.total = len(specs)
+
+        if seeds_near_best is not None and len(seed_list) > 1:
+            more = plan.near_best_specs(results, seed_list, seeds_near_best)
+            done = ledger.finished_ids(include_errors=not retry_errors)
+            todo = [s for s in more if s.run_id not in done]
+            summary.total += len(more)
+            summary.skipped += len(more) - len(todo)
+            log(f"seeds {seed_list[1:]} within {seeds_near_best:g} decades of each method's best: "
+                f"{len(more)} runs, {len(todo)} to run")
+            execute(todo, "more seeds")
+    finally:
+        ledger.close()
+        lock.release()
+    if report:
+        summary.report_path = write_report(out)
+        log(f"report: {summary.report_path}")
     return summary
 
 
@@ -246,6 +279,42 @@ def _resolve_optimizers(
     if not entries:
         raise ValueError("no optimizer can run")
     return entries
+
+
+def _check_options(
+    entries: list[OptimizerInfo],
+    fixed: dict[str, dict[str, Any]] | None,
+    vary: dict[str, dict[str, Sequence[Any]]] | None,
+) -> tuple[dict[str, dict[str, Any]] | None, dict[str, dict[str, list[Any]]] | None]:
+    """``(fixed, vary)`` keyed by registry name, every setting they make checked by building the
+    optimizer (:func:`check_options`); ``ValueError`` for options of an optimizer not in the sweep, a
+    varied option without values or with a repeated value, or a setting the optimizer refuses."""
+    by_name = {e.name: e for e in entries}
+
+    def entry_of(name: str, what: str) -> OptimizerInfo:
+        entry = by_name.get(resolve_optimizer(name).name)
+        if entry is None:
+            raise ValueError(f"{what} names optimizer {name!r}, which is not in this sweep "
+                             f"({', '.join(by_name)})")
+        return entry
+
+    fixed_out = {entry_of(name, "optimizer_kwargs").name: dict(options) for name, options in (fixed or {}).items()}
+    vary_out: dict[str, dict[str, list[Any]]] = {}
+    for name, options in (vary or {}).items():
+        entry = entry_of(name, "vary")
+        for key, values in options.items():
+            values = [values] if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) else list(values)
+            if not values:
+                raise ValueError(f"vary {entry.name}.{key}: give at least one value")
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise ValueError(f"vary {entry.name}.{key}: value {repeated[0]!r} is given twice")
+            vary_out.setdefault(entry.name, {})[key] = values
+    for entry in entries:
+        if entry.name in fixed_out or entry.name in vary_out:
+            for setting in option_settings(fixed_out.get(entry.name), vary_out.get(entry.name)):
+                check_options(entry, setting)
+    return fixed_out or None, vary_out or None
 
 
 def _resolve_tasks(

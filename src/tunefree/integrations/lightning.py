@@ -23,7 +23,14 @@ mixin raises a ``RuntimeError`` at the next step instead of passing a wrong loss
 Closure-based optimizers (GALA) need no helper: Lightning's closure re-runs ``training_step`` + backward
 and zeroes the gradients first, as GALA requires (``accumulate_grad_batches`` must stay 1 for GALA).
 
-``lightning`` is not imported by this module; the mixin only relies on ``LightningModule``'s hooks.
+Monitoring: ``WatchCallback`` (``Trainer(callbacks=[WatchCallback()])``) attaches :func:`tunefree.watch` to
+every optimizer at ``on_train_start`` (reading the stats every ``log_every_n_steps`` steps) and logs the
+latest values and alert counts with ``LightningModule.log_dict`` after each training batch, as
+``tunefree/<name>`` and ``tunefree/alerts/<code>``: whatever logger is configured (CSV, TensorBoard, W&B,
+MLflow) records them.
+
+``lightning`` is imported only when ``WatchCallback`` is accessed; the mixin only relies on
+``LightningModule``'s hooks.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import Any, Callable, Optional
 
 from tunefree.integrations import find_tunefree_optimizer
 
-__all__ = ["LossFeedMixin"]
+__all__ = ["LossFeedMixin", "WatchCallback"]  # noqa: F822 (WatchCallback is lazy, see __getattr__)
 
 
 class LossFeedMixin:
@@ -93,3 +100,52 @@ class LossFeedMixin:
         if loss is not None and hasattr(loss, "detach"):
             loss = loss.detach()
             self._tunefree_pending = loss if self._tunefree_pending is None else self._tunefree_pending + loss
+
+
+_callback_class: Optional[type] = None
+
+
+def _build_callback_class() -> type:
+    try:
+        from lightning.pytorch import Callback
+    except ImportError:  # the standalone package
+        from pytorch_lightning import Callback
+
+    from tunefree.monitor.trainer_logs import TrainerLogs
+
+    class WatchCallback(Callback):
+        """Watch the Lightning trainer's optimizers with :func:`tunefree.watch` and log their stats and
+        alert counts with ``log_dict`` (``tunefree/<name>``, ``tunefree/alerts/<code>``).
+
+        Args:
+            every: read the stats every ``every`` optimizer steps (default: the trainer's
+                ``log_every_n_steps``, when Lightning hands logged values to the logger).
+            **watch_options: passed to :func:`tunefree.watch` (``thresholds``, ``warn``, ``csv``, ...).
+        """
+
+        def __init__(self, every: Optional[int] = None, **watch_options: Any) -> None:
+            self.logs = TrainerLogs(every, watch_options)
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.logs.attach(list(trainer.optimizers), int(getattr(trainer, "log_every_n_steps", 50) or 1))
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            metrics = self.logs.metrics()
+            if metrics:
+                pl_module.log_dict(metrics, on_step=True, on_epoch=False, prog_bar=False, logger=True)
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self.logs.close()
+
+    WatchCallback.__module__ = __name__
+    return WatchCallback
+
+
+def __getattr__(name: str) -> Any:
+    # ``WatchCallback`` subclasses Lightning's Callback: built on first access only.
+    global _callback_class
+    if name == "WatchCallback":
+        if _callback_class is None:
+            _callback_class = _build_callback_class()
+        return _callback_class
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,14 +12,23 @@ An optimizer module holds its math and little else; everything a real training l
   one tensor and reduces it once, so sharded or data-parallel training is handled in one place;
 * **scalar state in ``state_dict()``**: :attr:`TunefreeOptimizer.global_state` (loss averages, lower-bound
   estimates, step counters, FTRL sums) is saved and restored with the per-parameter state;
-* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors;
-* **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state.
+* **observability**: :attr:`TunefreeOptimizer.stats` holds the method's adaptive quantities as 0-dim tensors
+  (first param group), :attr:`TunefreeOptimizer.group_stats` those of every param group;
+* **a NaN/Inf policy**: a non-finite loss or gradient never reaches parameters or state;
+* **torch's optimizer contract** (docs/contract.md): a step without gradients is a no-op, complex
+  parameters behave as their ``torch.view_as_real``, ``deepcopy``/``pickle`` keep everything ``step()``
+  needs, hooks see the whole state, and ``load_state_dict`` refuses a foreign, truncated or non-finite
+  state with the optimizer left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import numbers
+import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal, Optional, Sequence, Union
 
@@ -28,7 +37,17 @@ import torch.distributed as dist
 from torch import Tensor
 
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
-from tunefree.optim.kernels import CPU_BLOCK_NUMEL, block_numel, cache_blocks, local_tensor
+from tunefree.optim.elementwise import new_step_counter
+from tunefree.optim.kernels import (
+    CPU_BLOCK_NUMEL,
+    as_real,
+    block_numel,
+    cache_blocks,
+    entries_finite,
+    finite_screen,
+    local_tensor,
+)
+from tunefree.optim.validation import check_range
 
 __all__ = ["Bucket", "Closure", "LossLike", "NonFiniteError", "TunefreeOptimizer"]
 
@@ -47,13 +66,17 @@ class NonFiniteError(FloatingPointError):
 class Bucket:
     """The tensors of one param group that share a device and dtype, with their state aligned.
 
-    ``state[key][i]`` is the state tensor ``key`` of ``params[i]``.
+    ``state[key][i]`` is the state tensor ``key`` of ``params[i]``. A complex parameter enters as its
+    ``torch.view_as_real`` (``params``, ``grads`` and its complex state entries alike), so every kernel
+    sees real tensors and a complex parameter behaves exactly as its real view, as in ``torch.optim``;
+    ``sources[i]`` is the parameter itself (the key of ``optimizer.state`` and of ``p.grad``).
     """
 
     group: dict[str, Any]
     #: position of ``group`` in ``param_groups`` (set by :meth:`TunefreeOptimizer.all_buckets`)
     group_index: int = 0
     params: list[Tensor] = field(default_factory=list)
+    sources: list[Tensor] = field(default_factory=list)
     grads: list[Tensor] = field(default_factory=list)
     state: dict[str, list[Tensor]] = field(default_factory=dict)
 
@@ -69,7 +92,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     Args:
         nonfinite: what a NaN/Inf loss or gradient does. ``"raise"`` (default): :class:`NonFiniteError`,
             with parameters and state untouched. ``"skip"``: the step is skipped (counted in
-            ``stats["skipped_steps"]``). Both cost one host synchronisation per step. ``"off"``: no check,
+            ``stats["skipped_steps"]``). Both read each gradient once more and cost one host
+            synchronisation per step (a second one only to confirm a refusal). ``"off"``: no check,
             no synchronisation, as in ``torch.optim`` (use it under ``GradScaler``, which checks gradients
             itself, or in a ``torch.compile``-d step; compiled steps never run the check).
         process_group: group over which global quantities are reduced. ``"auto"`` (default): the default
@@ -78,6 +102,12 @@ class TunefreeOptimizer(torch.optim.Optimizer):
     """
 
     needs_loss: ClassVar[bool] = False
+    #: old names of param-group keys -> current names (old checkpoints and groups still load)
+    legacy_group_keys: ClassVar[dict[str, str]] = {}
+    #: param-group keys that checkpoints of older versions may lack (taken from this optimizer's group on load)
+    optional_group_keys: ClassVar[frozenset[str]] = frozenset()
+    #: global scalars that may legitimately be +-inf (all others must be finite in a loaded state)
+    infinite_global_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -101,6 +131,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         self.process_group = process_group
         self.global_state: dict[str, Tensor] = {}
         self.stats: dict[str, Tensor] = {}
+        #: one dict of 0-dim tensors per param group (same order), e.g. MoMo's ``tau`` and its cap
+        self.group_stats: list[dict[str, Tensor]] = []
         self._observed_loss: Optional[Tensor] = None
         # Persistent flat temporaries of the CPU block path (see :meth:`blocks`); never in state_dict().
         self._scratch: dict[tuple[torch.device, torch.dtype, int], Tensor] = {}
@@ -119,13 +151,36 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; its hyperparameters are validated like the constructor's (the group is not added
-        when they are invalid)."""
+        when they are invalid). Empty groups are allowed anywhere, as in ``torch.optim``.
+
+        A tensor ``lr`` is accepted and stored as a Python float: tunefree reads ``lr`` on the host, and a
+        float keeps ``step()`` free of device synchronisation (a later in-place change of the tensor passed
+        in is not seen; schedulers write the group's value and work as usual).
+        """
+        if isinstance(param_group, dict):
+            param_group = self._with_current_keys(param_group)
         super().add_param_group(param_group)
+        group = self.param_groups[-1]
         try:
-            self.validate_group(self.param_groups[-1])
+            if isinstance(group.get("lr"), Tensor):
+                group["lr"] = check_range(type(self).__name__, "lr", group["lr"], finite=False)
+            self.validate_group(group)
         except ValueError:
             self.param_groups.pop()
             raise
+
+    def _with_current_keys(self, group: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``group`` with old hyperparameter names (:attr:`legacy_group_keys`) renamed."""
+        renamed = dict(group)
+        for old, new in self.legacy_group_keys.items():
+            if old in renamed:
+                if new in renamed:
+                    raise ValueError(
+                        f"{type(self).__name__}: a param group sets both {old!r} and {new!r}, which name the same "
+                        f"hyperparameter ({old!r} is its old name); keep only {new!r}"
+                    )
+                renamed[new] = renamed.pop(old)
+        return renamed
 
     # ------------------------------------------------------------------ loss intake
     def observe_loss(self, loss: LossLike) -> None:
@@ -185,6 +240,8 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             self._observed_loss = None
         if loss_tensor is None and self.needs_loss:
             raise self._missing_loss_error()
+        if not self._has_gradients():
+            return returned  # torch's contract: no gradient anywhere, no change anywhere (counters included)
 
         with torch.no_grad():
             if self.nonfinite != "off" and not torch.compiler.is_compiling():
@@ -203,6 +260,24 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                 self.update(loss_tensor, closure)
         return returned
 
+    def _has_gradients(self) -> bool:
+        """Whether any parameter has a gradient; a sparse gradient raises (before the NaN/Inf check, whose
+        norms do not exist for sparse tensors, so the message is the same under every ``nonfinite``)."""
+        found = False
+        for group in self.param_groups:
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                if grad.layout != torch.strided:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients (a parameter of shape "
+                        f"{tuple(param.shape)} has a {grad.layout} gradient); use dense gradients (e.g. "
+                        f"nn.Embedding(..., sparse=False)) or torch.optim.SparseAdam for that parameter"
+                    )
+                found = True
+        return found
+
     def _dtensor_fallback(self) -> Any:
         """Foreach ops that DTensor cannot shard run on local shards (see :class:`LocalShardFallback`)."""
         if torch.compiler.is_compiling() or not any(
@@ -212,30 +287,46 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         return LocalShardFallback()
 
     def _all_finite(self, loss: Optional[Tensor]) -> bool:
-        """One fused check of the loss and every gradient (a single host synchronisation).
+        """Whether the loss and every gradient are finite: one read of each gradient, one host
+        synchronisation (the verdict).
 
-        With a process group the verdict is global (one small all-reduce): a NaN in one rank's gradient
-        shard or loss makes every rank refuse or skip the step, so the ranks never disagree on whether
-        to enter the step's collectives.
+        The gradients go through :func:`~tunefree.optim.kernels.finite_screen` (on CPU a sum per tensor,
+        at memory bandwidth). A CPU screen can also flag finite gradients whose sum overflows; only then
+        (a refused step, or gradients beyond ~1e38) an exact ``isfinite`` pass confirms, at a second
+        synchronisation. With a process group the verdict is global (one small all-reduce): a NaN in one
+        rank's gradient shard or loss makes every rank refuse or skip the step, so the ranks never
+        disagree on whether to enter the step's collectives.
         """
-        # Everything stays on the parameters' device until the one .item() at the end: each .cpu() of
-        # a device tensor would be a host synchronisation of its own.
+        # Everything stays on the parameters' device until the .item(): each .cpu() of a device tensor
+        # would be a host synchronisation of its own.
         device, _ = self.scalar_device_dtype()
-        maxima: list[Tensor] = [torch.zeros(1, device=device)]
-        if loss is not None:
-            maxima.append(loss.abs().to(device=device, dtype=torch.float32).reshape(1))
+        by_device: dict[torch.device, list[Tensor]] = {}
         for group in self.param_groups:
-            # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have no inf-norm.
-            grads = [g for g in (local_tensor(p.grad) for p in group["params"] if p.grad is not None) if g.numel()]
-            if grads:
-                # The max-abs norm propagates NaN and is Inf exactly when an entry is.
-                norms = torch._foreach_norm(grads, math.inf)
-                maxima.append(torch.stack([n.to(device) for n in norms]).to(torch.float32).max().reshape(1))
-        bad = (~torch.isfinite(torch.cat(maxima))).any().to(torch.float32).reshape(1)
+            for param in group["params"]:
+                if param.grad is not None:
+                    grad = as_real(local_tensor(param.grad))  # complex: its real view
+                    # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have nothing to check.
+                    if grad.numel():
+                        by_device.setdefault(grad.device, []).append(grad)
+        loss_bad = [] if loss is None else [(~torch.isfinite(loss.to(device))).reshape(1)]
+        screens = [finite_screen(grads) for grads in by_device.values()]
+        bad = loss_bad + [suspect.to(device).reshape(1) for suspect, _ in screens]
+        if not self._any_rank(bad):
+            return True
+        if all(exact for _, exact in screens):
+            return False
+        # Every rank gets here together (the verdict above is global), so the collectives stay matched.
+        confirmed = loss_bad + [(~entries_finite(grads)).to(device).reshape(1) for grads in by_device.values()]
+        return not self._any_rank(confirmed)
+
+    def _any_rank(self, flags: list[Tensor]) -> bool:
+        """Whether any of the 1-element bool ``flags`` is set on any rank of the reduction group."""
+        device, _ = self.scalar_device_dtype()
+        bad = torch.cat([torch.zeros(1, dtype=torch.bool, device=device), *flags]).any().to(torch.float32).reshape(1)
         group = self._reduction_group()
         if group is not None and dist.get_world_size(group) > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
-        return not bool(bad.item())
+        return bool(bad.item())
 
     # ------------------------------------------------------------------ multi-tensor grouping
     def buckets(self, group: dict[str, Any]) -> list[Bucket]:
@@ -245,17 +336,17 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             grad = param.grad
             if grad is None:
                 continue
-            if grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             state = self.state[param]
             if not state:
                 state.update(self.init_param_state(param, grad, group))
+            real = as_real(param)
             # DTensors and plain tensors never share a foreach list (DTensor ops refuse mixed lists).
-            bucket = by_key.setdefault((param.device, param.dtype, is_dtensor(param)), Bucket(group))
-            bucket.params.append(param)
-            bucket.grads.append(grad)
+            bucket = by_key.setdefault((param.device, real.dtype, is_dtensor(param)), Bucket(group))
+            bucket.sources.append(param)
+            bucket.params.append(real)
+            bucket.grads.append(as_real(grad))
             for key, value in state.items():
-                bucket.state.setdefault(key, []).append(value)
+                bucket.state.setdefault(key, []).append(as_real(value))
         return list(by_key.values())
 
     def all_buckets(self) -> list[Bucket]:
@@ -312,17 +403,29 @@ class TunefreeOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ global scalars
     def scalar_device_dtype(self) -> tuple[torch.device, torch.dtype]:
-        """Where the global scalars live: the first parameter's device, in fp64 for fp64 models else fp32."""
-        first = self.param_groups[0]["params"][0]
-        dtypes = {p.dtype for g in self.param_groups for p in g["params"]}
+        """Where the global scalars live: the first parameter's device, in fp64 for fp64 (or complex128)
+        models else fp32. Empty param groups are skipped; an optimizer without parameters uses the CPU."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not params:
+            return torch.device("cpu"), torch.float32
+        dtypes = {p.dtype.to_real() if p.is_complex() else p.dtype for p in params}
         dtype = torch.float64 if torch.float64 in dtypes else torch.float32
-        return first.device, dtype
+        return params[0].device, dtype
 
-    def publish_stats(self, **values: Tensor) -> None:
-        """Replace :attr:`stats` with ``values`` (0-dim tensors). The dict object itself is kept: a
-        compiled step may mutate it, while torch.compile (2.11) cannot trace a new attribute value."""
+    def publish_stats(self, groups: Optional[Sequence[dict[str, Tensor]]] = None, **values: Tensor) -> None:
+        """Replace :attr:`stats` with ``values`` and :attr:`group_stats` with ``groups`` (one dict per param
+        group; all 0-dim tensors). The dict and list objects themselves are kept: a compiled step may
+        mutate them, while torch.compile (2.11) cannot trace a new attribute value."""
         self.stats.clear()
         self.stats.update(values)
+        if groups is not None:
+            per_group = self.__dict__.setdefault("group_stats", [])  # absent after unpickling an old optimizer
+            del per_group[len(groups):]
+            for index, group_values in enumerate(groups):
+                if index == len(per_group):
+                    per_group.append({})
+                per_group[index].clear()
+                per_group[index].update(group_values)
 
     def global_scalar(self, key: str, initial: float) -> Tensor:
         """The global scalar ``key`` of the state, created as ``initial`` on first use."""
@@ -382,52 +485,231 @@ class TunefreeOptimizer(torch.optim.Optimizer):
             return packed, None
         return packed[:-1], packed[-1]
 
+    # ------------------------------------------------------------------ copies and pickling
+    def _portable_state(self, keep_process_group: bool) -> dict[str, Any]:
+        """``__dict__`` without what cannot or need not travel: hooks (torch drops them too) and the CPU
+        path's scratch buffers (rebuilt on demand). ``global_state``, ``stats``, the NaN/Inf policy, an
+        observed loss and a subclass's attributes all stay."""
+        state = {
+            key: value for key, value in self.__dict__.items()
+            if not key.startswith("_optimizer_") and key != "_scratch"
+        }
+        if not keep_process_group and not isinstance(self.process_group, str):
+            warnings.warn(
+                f"{type(self).__name__}: an explicit process group cannot be pickled; the unpickled optimizer "
+                f"uses process_group='auto' (the default group once torch.distributed is initialised). Set "
+                f"optimizer.process_group again after unpickling if that is not the group you want.",
+                stacklevel=3,
+            )
+            state["process_group"] = "auto"
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything ``step()`` needs (torch's own ``Optimizer.__getstate__`` keeps only ``defaults``,
+        ``state`` and ``param_groups``). An explicit ``ProcessGroup`` cannot be pickled: it becomes
+        ``"auto"``, with a warning; :meth:`__deepcopy__` keeps it (shared, not copied)."""
+        return self._portable_state(keep_process_group=False)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # torch's load_state_dict also calls this, with only "state" and "param_groups": keep the rest.
+        super().__setstate__(state)
+        defaults: dict[str, Any] = dict(
+            nonfinite="raise", process_group="auto", global_state={}, stats={}, _observed_loss=None, _scratch={}
+        )
+        for key, value in defaults.items():
+            self.__dict__.setdefault(key, value)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "TunefreeOptimizer":
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        if not isinstance(self.process_group, str):
+            memo[id(self.process_group)] = self.process_group  # a communicator is shared, never copied
+        copied.__setstate__(copy.deepcopy(self._portable_state(keep_process_group=True), memo))
+        return copied
+
+    @contextlib.contextmanager
+    def _hooks_suspended(self, *names: str) -> Iterator[None]:
+        """Run torch's ``state_dict``/``load_state_dict`` without the hooks ``names``: tunefree runs them
+        itself, once its own part (the global scalars) is in place."""
+        saved = {name: self.__dict__[name] for name in names}
+        try:
+            for name in names:
+                self.__dict__[name] = OrderedDict()
+            yield
+        finally:
+            self.__dict__.update(saved)
+
     # ------------------------------------------------------------------ state_dict
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+        """torch's state_dict plus the global scalars; post hooks see (and may change) the whole of it."""
+        with self._hooks_suspended("_optimizer_state_dict_post_hooks"):
+            state = super().state_dict()
         state[_GLOBAL_KEY] = {key: value.clone() for key, value in self.global_state.items()}
+        for hook in self._optimizer_state_dict_post_hooks.values():
+            result = hook(self, state)
+            if result is not None:
+                state = result
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state saved by ``state_dict()``; a corrupt or mismatched one raises ``ValueError``."""
+        """Load a state saved by ``state_dict()``.
+
+        The whole state_dict is checked before anything changes; a foreign, truncated, malformed or
+        non-finite one raises ``ValueError`` saying what is wrong, and the optimizer stays as it was.
+        Load pre hooks run first (on a shallow copy, as in torch), post hooks last, after the global
+        scalars are restored. Old checkpoints load: renamed group keys are mapped, a Python-number
+        ``step`` becomes a tensor counter.
+        """
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"{name}.load_state_dict: expected a dict, got {type(state_dict).__name__}")
         state_dict = dict(state_dict)
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        if "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: not an optimizer state_dict (missing 'state'/'param_groups')")
         global_state = state_dict.pop(_GLOBAL_KEY, None)
-        if global_state is None and state_dict["state"]:
-            raise ValueError(
-                f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
-                f"it was not saved by a tunefree optimizer"
-            )
-        previous = (self.state, self.param_groups)
-        super().load_state_dict(state_dict)
-        try:
-            self._check_loaded_state()
-        except ValueError:
-            self.state, self.param_groups = previous
-            raise
-        # torch leaves "step" entries on the device they were saved from (its own counters live on the
-        # CPU); tunefree's counters live beside their parameter, so a checkpoint can change devices.
+        state_dict["param_groups"] = self._checked_groups(state_dict["param_groups"])
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{name}.load_state_dict: 'state' must be a dict, got {type(saved_state).__name__}")
+        has_param_state = self._check_param_state(saved_state, state_dict["param_groups"])
+        if global_state is None:
+            if has_param_state:
+                raise ValueError(
+                    f"{name}.load_state_dict: the state_dict has per-parameter state but no {_GLOBAL_KEY!r}; "
+                    f"it was not saved by a tunefree optimizer"
+                )
+            global_state = {}
+        self._check_global_state(global_state)
+
+        with self._hooks_suspended("_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
+            super().load_state_dict(state_dict)
         for param, state in self.state.items():
+            if not (isinstance(param, Tensor) and isinstance(state, dict)):
+                continue  # entries of hooks or other tools, kept as torch keeps them
             step = state.get("step")
-            if isinstance(step, Tensor) and isinstance(param, Tensor) and step.device != param.device:
+            if isinstance(step, numbers.Real):
+                state["step"] = new_step_counter(param).fill_(float(step))
+            elif isinstance(step, Tensor) and step.device != param.device:
+                # torch leaves "step" on the device it was saved from (its own counters live on the CPU);
+                # tunefree's counters live beside their parameter, so a checkpoint can change devices.
                 state["step"] = step.to(param.device)
         device, dtype = self.scalar_device_dtype()
-        self.global_state = {
-            key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
-            for key, value in (global_state or {}).items()
-        }
+        restored = {}
+        for key, value in global_state.items():
+            if not isinstance(value, Tensor):
+                value = torch.tensor(float(value), dtype=torch.float64)
+            restored[key] = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
+        self.global_state = restored
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
-    def _check_loaded_state(self) -> None:
-        for group in self.param_groups:
-            for param in group["params"]:
-                state = self.state.get(param)
-                if not state:
-                    continue
-                for key, value in state.items():
-                    if isinstance(value, Tensor) and value.dim() > 0 and value.shape != param.shape:
-                        raise ValueError(
-                            f"{type(self).__name__}.load_state_dict: state {key!r} has shape "
-                            f"{tuple(value.shape)} but its parameter has shape {tuple(param.shape)}"
-                        )
+    def _checked_groups(self, saved_groups: Any) -> list[dict[str, Any]]:
+        """Copies of the saved param groups with current key names, checked against this optimizer's."""
+        name = type(self).__name__
+        if not isinstance(saved_groups, (list, tuple)) or not all(isinstance(g, dict) for g in saved_groups):
+            raise ValueError(f"{name}.load_state_dict: 'param_groups' must be a list of dicts")
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{name}.load_state_dict: the state_dict has {len(saved_groups)} param groups, this optimizer "
+                f"{len(self.param_groups)}"
+            )
+        groups = []
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            saved = self._with_current_keys(saved)
+            if len(saved.get("params", ())) != len(group["params"]):
+                raise ValueError(
+                    f"{name}.load_state_dict: param group {index} has {len(saved.get('params', ()))} parameters "
+                    f"in the state_dict and {len(group['params'])} here"
+                )
+            for key in self.optional_group_keys:
+                if key in group:
+                    saved.setdefault(key, group[key])
+            # ("differentiable" is torch's: its __setstate__ adds it to the defaults)
+            missing = sorted(key for key in self.defaults if key not in saved and key != "differentiable")
+            if missing:
+                raise ValueError(
+                    f"{name}.load_state_dict: param group {index} lacks {missing}: the state_dict was saved by "
+                    f"another optimizer (its hyperparameters are {sorted(k for k in saved if k != 'params')})"
+                )
+            for key, value in saved.items():
+                if isinstance(value, float) and math.isnan(value):
+                    raise ValueError(f"{name}.load_state_dict: param group {index} has {key}=nan")
+            groups.append(saved)
+        return groups
+
+    def _check_param_state(self, saved_state: dict[Any, Any], saved_groups: list[dict[str, Any]]) -> bool:
+        """Check every saved per-parameter entry against what :meth:`init_param_state` creates for its
+        parameter (computed on the meta device: no memory); returns whether any entry is non-empty."""
+        name = type(self).__name__
+        owners = {}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for saved_id, param in zip(saved["params"], group["params"]):
+                owners[saved_id] = (param, saved)
+        found = False
+        for saved_id, entry in saved_state.items():
+            if saved_id not in owners:
+                continue  # not a parameter's entry (hooks may store their own), kept as torch does
+            where = f"{name}.load_state_dict: the state of parameter {saved_id}"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{where} must be a dict of tensors, got {type(entry).__name__}")
+            if not entry:
+                continue
+            found = True
+            param, group = owners[saved_id]
+            expected = self._expected_param_state(param, group)
+            if expected is not None:
+                missing, extra = sorted(expected.keys() - entry.keys()), sorted(entry.keys() - expected.keys())
+                if missing or extra:
+                    raise ValueError(
+                        f"{where} has entries {sorted(entry)}, expected {sorted(expected)}: it is truncated or was "
+                        f"saved by another optimizer"
+                    )
+            for key, value in entry.items():
+                if key == "step" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+                    value = torch.tensor(float(value))
+                if not isinstance(value, Tensor):
+                    raise ValueError(f"{where}: {key!r} must be a tensor, got {type(value).__name__} ({value!r:.40})")
+                shape = expected[key].shape if expected is not None else (param.shape if value.dim() else ())
+                if value.shape != shape:
+                    raise ValueError(
+                        f"{where}: state {key!r} has shape {tuple(value.shape)} but should have shape {tuple(shape)} "
+                        f"(its parameter has shape {tuple(param.shape)})"
+                    )
+                local = local_tensor(value)  # a DTensor's shard: no collective for the check
+                if (local.is_floating_point() or local.is_complex()) and not bool(torch.isfinite(local).all()):
+                    raise ValueError(f"{where}: state {key!r} holds non-finite values (NaN/Inf); refusing to load it")
+        return found
+
+    def _expected_param_state(self, param: Tensor, group: dict[str, Any]) -> Optional[dict[str, Tensor]]:
+        """The state :meth:`init_param_state` would create for ``param`` under ``group``, as meta tensors
+        (None where a subclass's initialisation cannot run on the meta device)."""
+        meta = torch.empty(param.shape, dtype=param.dtype, device="meta")
+        try:
+            return self.init_param_state(meta, meta, group)
+        except Exception:  # noqa: BLE001 - only a best-effort template; the other checks still run
+            return None
+
+    def _check_global_state(self, global_state: Any) -> None:
+        name = type(self).__name__
+        if not isinstance(global_state, dict):
+            raise ValueError(
+                f"{name}.load_state_dict: {_GLOBAL_KEY!r} must be a dict, got {type(global_state).__name__}"
+            )
+        for key, value in global_state.items():
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = torch.tensor(float(value))
+            if not isinstance(value, Tensor) or value.numel() != 1:
+                raise ValueError(f"{name}.load_state_dict: global state {key!r} must be a scalar, got {value!r:.40}")
+            if value.is_floating_point():
+                bad = bool(torch.isnan(value).any()) or (
+                    key not in self.infinite_global_keys and bool(torch.isinf(value).any())
+                )
+                if bad:
+                    raise ValueError(
+                        f"{name}.load_state_dict: global state {key!r} is {float(value)}; refusing to load it"
+                    )
+

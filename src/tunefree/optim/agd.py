@@ -76,7 +76,8 @@ class AGD(TunefreeOptimizer):
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
 
     ``stats``: ``frac_sgd_like``, the fraction of coordinates (over all parameters stepped) with
-    ``sqrt(b_t) <= delta sqrt(1 - beta2^t)`` at the last step (a 0-dim tensor; no host sync).
+    ``sqrt(b_t) <= delta sqrt(1 - beta2^t)`` at the last step (a 0-dim tensor; no host sync);
+    ``group_stats[k]["frac_sgd_like"]``: the same fraction over param group ``k``.
     """
 
     def __init__(
@@ -123,11 +124,17 @@ class AGD(TunefreeOptimizer):
         device, dtype = self.scalar_device_dtype()
         sgd_like = torch.zeros((), device=device, dtype=dtype)
         total = 0
+        fractions: list[dict[str, Tensor]] = []
         for group in self.param_groups:
+            group_sgd_like = torch.zeros((), device=device, dtype=dtype)
+            group_total = 0
             for bucket in self.buckets(group):
-                sgd_like = sgd_like + self._bucket_step(bucket).to(device=device, dtype=dtype)
-                total += sum(p.numel() for p in bucket.params)
-        self.publish_stats(frac_sgd_like=sgd_like / max(total, 1))
+                group_sgd_like = group_sgd_like + self._bucket_step(bucket).to(device=device, dtype=dtype)
+                group_total += sum(p.numel() for p in bucket.params)
+            fractions.append({"frac_sgd_like": group_sgd_like / max(group_total, 1)})
+            sgd_like = sgd_like + group_sgd_like
+            total += group_total
+        self.publish_stats(groups=fractions, frac_sgd_like=sgd_like / max(total, 1))
 
     def _bucket_step(self, bucket: Bucket) -> Tensor:
         """One step of the bucket's tensors; returns the number of SGD-like coordinates (0-dim)."""

@@ -1,12 +1,18 @@
-"""Elementwise (Adam-like) helpers shared by SMES, AGD and RSGDM: per-tensor step counters with bias
-corrections computed from them on the device, and coupled / decoupled weight decay."""
+"""Elementwise (Adam-like) helpers shared by the optimizers: per-tensor step counters with bias
+corrections computed from them on the device, coupled / decoupled weight decay, and Adam's direction
+(MoMo-Adam, GALA's Adam base)."""
 
 from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from tunefree.optim.kernels import divide_into_
+
 __all__ = [
+    "adam_direction_",
     "advance_step_counters",
     "bias_correction",
     "coupled_weight_decay",
@@ -51,3 +57,22 @@ def decoupled_weight_decay_(params: list[Tensor], factor: float) -> None:
     """``x <- factor * x`` in place (AdamW-style decay, ``factor = 1 - lr * weight_decay``); no-op at 1."""
     if factor != 1.0:
         torch._foreach_mul_(params, factor)
+
+
+def adam_direction_(
+    exp_avg: Sequence[Tensor], exp_avg_sq: Sequence[Tensor], bias_correction2_sqrt: Tensor, eps: float,
+    out: Sequence[Tensor], bias_correction1: Optional[Tensor] = None,
+) -> None:
+    """``out <- m / ((sqrt(v) / sqrt(1 - beta2^k) + eps) * bc1)`` in place, ``bc1 = 1 - beta1^k`` or 1 when
+    ``bias_correction1`` is None (MoMo-Adam folds it into its step size; GALA's Adam base uses ``mhat``).
+
+    ``out`` is any list of tensors shaped like the moments (a block's scratch, or fresh tensors); ``eps``
+    is added outside the square root, as in Adam. The same inputs give bitwise the same direction, so a
+    second pass may recompute it instead of keeping a model-sized buffer."""
+    torch._foreach_copy_(out, exp_avg_sq)
+    torch._foreach_sqrt_(out)
+    torch._foreach_div_(out, bias_correction2_sqrt)
+    torch._foreach_add_(out, eps)
+    if bias_correction1 is not None:
+        torch._foreach_mul_(out, bias_correction1)
+    divide_into_(exp_avg, out)

@@ -93,7 +93,8 @@ import torch
 from torch import Tensor, nn
 
 from tunefree.optim._core import Bucket, Closure, LossLike, TunefreeOptimizer
-from tunefree.optim.kernels import dot
+from tunefree.optim.elementwise import adam_direction_
+from tunefree.optim.kernels import as_real, dot, sub_scaled_
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["GALA"]
@@ -102,6 +103,9 @@ Base = Literal["sgd", "adam"]
 Alignment = Literal["direction", "same_batch"]
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
 _GLOBAL_KEYS = ("base", "alignment", "delta", "lr_min", "lr_max")
+#: hyperparameters that only one base uses: the param groups of the other base do not carry them, so that
+#: torch's momentum-cycling schedulers cycle the key the base reads ("momentum" for SGD, "betas" for Adam)
+_BASE_ONLY_KEYS = {"sgd": ("betas", "eps"), "adam": ("momentum",)}
 
 
 class GALA(TunefreeOptimizer):
@@ -125,6 +129,10 @@ class GALA(TunefreeOptimizer):
         base: ``"sgd"`` (heavy-ball momentum, torch's convention) or ``"adam"``.
         momentum: SGD momentum factor in [0, 1) (``base="sgd"``).
         betas, eps: Adam's EMA factors and denominator constant (``base="adam"``).
+
+            Param groups carry only their base's keys (``momentum``, or ``betas`` and ``eps``), so
+            ``OneCycleLR`` / ``CyclicLR(cycle_momentum=True)`` cycle the factor the base actually uses; a
+            group that sets the other base's key is refused (``ValueError``).
         weight_decay: decoupled weight decay (``x *= 1 - lr * weight_decay``), kept out of the alignment.
         delta: FTRL regularisation weight (>= 0) pulling ``eta`` towards ``eta_0``; 0 = pure data.
         lr_min, lr_max: clip of the adapted learning rate (``0 <= lr_min <= lr_max``).
@@ -143,8 +151,11 @@ class GALA(TunefreeOptimizer):
 
     ``step(closure)`` is required and calls the closure **twice** from the second step on.
     ``stats``: ``lr`` (the learning rate of this step, first group), ``alignment`` (``a_t``),
-    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``.
+    ``curvature`` (``L_t``), ``A``, ``B``, ``step``, ``dropped_feedback``; ``group_stats[k]["lr"]``: the
+    learning rate group ``k`` stepped with (``eta * lr_k / lr_0``).
     """
+
+    optional_group_keys = frozenset({"alignment"})  # checkpoints from before the option
 
     def __init__(
         self,
@@ -170,6 +181,11 @@ class GALA(TunefreeOptimizer):
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
         )
+        # The constructor's values of both bases are checked (a typo fails even where the base ignores it);
+        # the groups then carry only the keys of their base.
+        self._check_base_hyperparameters(defaults)
+        for key in _BASE_ONLY_KEYS.get(base, ()):
+            del defaults[key]
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
         self.replay_rng = bool(replay_rng)
         self._model: Optional[nn.Module] = None
@@ -186,6 +202,17 @@ class GALA(TunefreeOptimizer):
         )
         if group["base"] not in ("sgd", "adam"):
             raise ValueError(f"{name}: base must be 'sgd' or 'adam', got {group['base']!r}")
+        if group["base"] != self.defaults["base"]:
+            raise ValueError(
+                f"{name}: base is global; pass it to the constructor, GALA(..., base={group['base']!r}), not in a "
+                f"param group (got {group['base']!r} in a group of a base={self.defaults['base']!r} optimizer)"
+            )
+        for key in _BASE_ONLY_KEYS[group["base"]]:
+            if key in group:
+                raise ValueError(
+                    f"{name}: {key} has no effect with base={group['base']!r} (it belongs to the other base); "
+                    f"remove it from the param group"
+                )
         alignment = group.setdefault("alignment", "direction")
         if alignment not in ("direction", "same_batch"):
             raise ValueError(f"{name}: alignment must be 'direction' or 'same_batch', got {alignment!r}")
@@ -195,13 +222,11 @@ class GALA(TunefreeOptimizer):
                 f"gradient^2, while Adam's direction mhat / (sqrt(vhat) + eps) (which sets the curvature term "
                 f"L ||u||^2) has none, so the ratio is not a learning rate; use alignment='direction' with Adam"
             )
-        check_range(name, "momentum", group["momentum"], 0.0, 1.0, high_inclusive=False)
-        group["betas"] = check_betas(name, group["betas"])
-        check_range(name, "eps", group["eps"], 0.0)
+        self._check_base_hyperparameters(group)
         check_range(name, "weight_decay", group["weight_decay"], 0.0)
         check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
         lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
-        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True)
+        check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True, finite=False)
         if group["lr_max"] <= 0:
             raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
         first = self.param_groups[0]
@@ -211,6 +236,16 @@ class GALA(TunefreeOptimizer):
                     f"{name}: all param groups must share {key} (GALA adapts one global learning rate); "
                     f"got {group[key]!r} and {first[key]!r}"
                 )
+
+    @staticmethod
+    def _check_base_hyperparameters(values: dict[str, Any]) -> None:
+        """Check the base optimizer's hyperparameters present in ``values`` (momentum, betas, eps)."""
+        if "momentum" in values:
+            check_range("GALA", "momentum", values["momentum"], 0.0, 1.0, high_inclusive=False)
+        if "betas" in values:
+            values["betas"] = check_betas("GALA", values["betas"])
+        if "eps" in values:
+            check_range("GALA", "eps", values["eps"], 0.0)
 
     # ------------------------------------------------------------------ model / RNG side effects
     def attach(self, model: Optional[nn.Module], buffers: Literal["norm", "all"] = "norm") -> "GALA":
@@ -339,12 +374,9 @@ class GALA(TunefreeOptimizer):
         dtype = bucket.params[0].dtype
         bias1 = (1.0 - beta1 ** step).to(dtype)
         bias2_sqrt = torch.sqrt(1.0 - beta2 ** step).to(dtype)
-        direction = torch._foreach_sqrt(bucket.state["exp_avg_sq"])
-        torch._foreach_div_(direction, bias2_sqrt)
-        torch._foreach_add_(direction, bucket.group["eps"])
-        torch._foreach_mul_(direction, bias1)
-        for moment, denominator in zip(bucket.state["exp_avg"], direction):
-            torch.div(moment, denominator, out=denominator)
+        direction = [torch.empty_like(v) for v in bucket.state["exp_avg_sq"]]
+        adam_direction_(bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bias2_sqrt, bucket.group["eps"],
+                        direction, bias_correction1=bias1)
         return direction
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
@@ -375,8 +407,10 @@ class GALA(TunefreeOptimizer):
                 u_prev = self._previous_direction(bucket, step)
                 # prev_param of the bucket's state lists is still x_{t-1} (the dict now holds x_t).
                 dx = torch._foreach_sub(bucket.params, bucket.state["prev_param"])
-                for p, g, u, d in zip(bucket.params, bucket.grads, u_prev, dx):
-                    gh = ghat[p]
+                for source, g, u, d in zip(bucket.sources, bucket.grads, u_prev, dx):
+                    gh = ghat[source]
+                    if gh is not None:
+                        gh = as_real(gh)  # a complex parameter is its real view, like g, u and dx
                     if same_batch:
                         if gh is not None:  # (no gradient in the extra pass: ghat = 0)
                             sums[0] = sums[0] + ratio * dot(g, gh, dtype)
@@ -418,6 +452,8 @@ class GALA(TunefreeOptimizer):
             self._base_step(bucket, step, lr)
 
         self.publish_stats(
+            # group k steps with eta * lr_k / lr_0 (see _base_step's caller above)
+            groups=[{"lr": eta * (group["lr"] / eta0)} for group in self.param_groups],
             lr=eta.clone(),
             alignment=alignment.clone(),
             curvature=curvature.clone(),
@@ -441,4 +477,4 @@ class GALA(TunefreeOptimizer):
             direction = self._adam_direction(bucket, step)
         if group["weight_decay"] != 0:
             torch._foreach_mul_(bucket.params, 1.0 - lr * group["weight_decay"])
-        torch._foreach_addcmul_(bucket.params, direction, [lr] * len(direction), value=-1)
+        sub_scaled_(bucket.params, direction, lr)

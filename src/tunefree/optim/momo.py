@@ -26,20 +26,26 @@ Implemented from the authors' code (``momo-opt`` 0.1.0), including the online lo
   gradient at every step; EMAs are linear).
 * MoMo-Adam's ``1 - beta2^k`` uses the global step counter (the reference uses a per-parameter counter;
   they differ only for parameters that skip steps).
+* ``lr=inf`` is the uncapped method (pure Polyak-type step); it needs ``weight_decay=0``, because the proximal
+  factor ``1 + lr * weight_decay`` has no meaning at an infinite cap (refused with a ``ValueError``).
 * Several param groups: the sums run over all groups; ``tau``, the lower-bound reset and its update run
   group by group with each group's ``lr`` and ``weight_decay``, in order, as the reference does;
-  ``stats["tau"]`` is the first group's step size.
+  ``stats["tau"]`` is the first group's step size; ``group_stats[k]`` holds group ``k``'s ``tau``, its
+  cap ``tau_cap = lr_k / rho_k`` and the uncapped model step ``tau_polyak`` (``tau = min(tau_cap,
+  tau_polyak)``; at ``tau == tau_cap`` the cap binds and the step is plain SGD-M/Adam with lr = cap).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
-from tunefree.optim.kernels import divide_into_, sub_scaled_, sum_of_dots
+from tunefree.optim.elementwise import adam_direction_
+from tunefree.optim.kernels import sub_scaled_, sum_of_dots
 from tunefree.optim.validation import check_betas, check_range
 
 __all__ = ["MoMo", "MoMoAdam"]
@@ -52,21 +58,34 @@ class _MoMoFamily(TunefreeOptimizer):
     """The model-based step shared by MoMo and MoMo-Adam; subclasses supply the direction."""
 
     needs_loss = True
-    #: hyperparameter whose (first) EMA factor averages the loss / <g, x> model terms (MoMo: beta; MoMo-Adam: beta1)
+    #: hyperparameter whose (first) EMA factor averages the loss / <g, x> model terms (MoMo: momentum, the
+    #: constructor's ``beta``; MoMo-Adam: betas[0])
     _model_beta_key: str
+    #: hyperparameters of the one global loss model: every param group must agree on them
+    _shared_keys: tuple[str, ...] = ("lower_bound", "estimate_lower_bound")
     _bias_corrected: bool
+    infinite_global_keys = frozenset({"lower_bound"})  # lower_bound=-inf: the cap is always active
 
     def validate_group(self, group: dict[str, Any]) -> None:
         name = type(self).__name__
-        check_range(name, "lr", group["lr"], 0.0)
-        check_range(name, "weight_decay", group["weight_decay"], 0.0)
-        check_range(name, "lower_bound", group["lower_bound"], high=float("inf"), high_inclusive=False)
+        # lr caps the adaptive step: lr=inf is the uncapped method (see the module docstring)
+        group["lr"] = check_range(name, "lr", group["lr"], 0.0, finite=False)
+        group["weight_decay"] = check_range(name, "weight_decay", group["weight_decay"], 0.0)
+        if math.isinf(group["lr"]) and group["weight_decay"] != 0:
+            raise ValueError(
+                f"{name}: lr=inf (no cap on the adaptive step) needs weight_decay=0, got "
+                f"weight_decay={group['weight_decay']!r}: the proximal factor 1 + lr * weight_decay would be infinite"
+            )
+        group["lower_bound"] = check_range(
+            name, "lower_bound", group["lower_bound"], high=math.inf, high_inclusive=False, finite=False
+        )
         self.validate_direction_group(group)
         first = self.param_groups[0]
-        for key in (self._model_beta_key, "lower_bound", "estimate_lower_bound"):
+        for key in (self._model_beta_key, *self._shared_keys):
             if group[key] != first[key]:
+                shown = "momentum (beta)" if key == "momentum" else key
                 raise ValueError(
-                    f"{name}: all param groups must share {key} (the loss model is global); "
+                    f"{name}: all param groups must share {shown} (the loss model is global); "
                     f"got {group[key]!r} and {first[key]!r}"
                 )
 
@@ -136,9 +155,11 @@ class _MoMoFamily(TunefreeOptimizer):
         estimate = first_group["estimate_lower_bound"]
 
         taus: list[Tensor] = []
+        caps: list[Tensor] = []
+        polyaks: list[Tensor] = []
         for group in self.param_groups:
             lr, weight_decay = group["lr"], group["weight_decay"]
-            c = 1.0 + lr * weight_decay
+            c = 1.0 + lr * weight_decay if weight_decay else 1.0  # (lr may be inf: uncapped)
             if estimate:
                 # Reset rule: the model value (with decay) fell below the current estimate.
                 cap = c * loss_avg + dir_dot_x - c * grad_dot_x_avg
@@ -147,19 +168,23 @@ class _MoMoFamily(TunefreeOptimizer):
             numerator = c * (loss_avg - rho * lower_bound) + dir_dot_x - c * grad_dot_x_avg
             safe_norm = torch.where(dir_norm_sq > _TINY_NORM, dir_norm_sq, torch.ones_like(dir_norm_sq))
             polyak = torch.where(dir_norm_sq > _TINY_NORM, numerator.clamp(min=0) / safe_norm, zero)
-            tau = torch.minimum(lr / rho + zero, polyak)
+            cap = lr / rho + zero
+            tau = torch.minimum(cap, polyak)
             if estimate:
                 model_value = loss_avg + dir_dot_x - grad_dot_x_avg
                 lower_bound.copy_(
                     torch.clamp((model_value - 0.5 * tau * dir_norm_sq) / rho, min=lower_bound_init)
                 )
             taus.append(tau)
+            caps.append(cap)
+            polyaks.append(polyak)
 
         for bucket in buckets:
             tau = taus[bucket.group_index].to(bucket.params[0].dtype)
             self.apply_update(bucket, step, tau)
 
         self.publish_stats(
+            groups=[{"tau": t, "tau_cap": c, "tau_polyak": p} for t, c, p in zip(taus, caps, polyaks)],
             tau=taus[0].clone(),
             lower_bound=lower_bound.clone(),
             loss_avg=loss_avg.clone(),
@@ -192,21 +217,29 @@ class MoMo(_MoMoFamily):
     Args:
         params: parameters or param groups.
         lr: cap on the adaptive step size (default 1.0, the authors' recommendation). LR schedulers scale
-            the cap.
-        beta: EMA factor of losses, gradients and ``<g, x>`` (default 0.9).
+            the cap. ``lr=inf``: no cap (needs ``weight_decay=0``).
+        beta: EMA factor of losses, gradients and ``<g, x>`` (default 0.9). It is stored in the param
+            groups as ``"momentum"``, the key torch's momentum-cycling schedulers (``OneCycleLR``,
+            ``CyclicLR(cycle_momentum=True)``) use; a group or an old checkpoint with ``"beta"`` still works.
         weight_decay: proximal weight decay ``lambda`` (do not also add an L2 term to the loss).
         lower_bound: a lower bound ``f*`` of the loss (0 for most losses; set a known floor otherwise).
         estimate_lower_bound: estimate ``f*`` online, starting from (and never below) ``lower_bound``.
         bias_correction: start the EMAs at zero and use ``rho_k = 1 - beta^k`` (default: start them at the
-            first values, ``rho_k = 1``).
+            first values, ``rho_k = 1``). Global: every param group must agree (else ``ValueError``).
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
 
     The mini-batch loss is required at every step: ``step(closure)``, ``step(loss=loss)`` or
     ``observe_loss(loss)`` + ``step()``. ``stats``: ``tau`` (step size taken), ``lower_bound``,
-    ``loss_avg``, ``step``.
+    ``loss_avg``, ``step``; ``group_stats[k]``: ``tau``, ``tau_cap`` and ``tau_polyak`` of param group ``k``.
     """
 
-    _model_beta_key = "beta"
+    _model_beta_key = "momentum"
+    _shared_keys = ("lower_bound", "estimate_lower_bound", "bias_correction")
+    legacy_group_keys = {"beta": "momentum"}
+
+    @property
+    def _bias_corrected(self) -> bool:  # type: ignore[override]
+        return bool(self.param_groups[0]["bias_correction"])
 
     def __init__(
         self,
@@ -221,15 +254,14 @@ class MoMo(_MoMoFamily):
         nonfinite: str = "raise",
         process_group: Any = "auto",
     ) -> None:
-        self._bias_corrected = bool(bias_correction)
         defaults = dict(
-            lr=lr, beta=beta, weight_decay=weight_decay, lower_bound=float(lower_bound),
+            lr=lr, momentum=beta, weight_decay=weight_decay, lower_bound=lower_bound,
             estimate_lower_bound=bool(estimate_lower_bound), bias_correction=bool(bias_correction),
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
 
     def validate_direction_group(self, group: dict[str, Any]) -> None:
-        check_range("MoMo", "beta", group["beta"], 0.0, 1.0, high_inclusive=False)
+        group["momentum"] = check_range("MoMo", "momentum (beta)", group["momentum"], 0.0, 1.0, high_inclusive=False)
 
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         # First-value start: d_0 = g_1 makes the first EMA update return g_1 exactly.
@@ -239,7 +271,7 @@ class MoMo(_MoMoFamily):
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         dots = []
         for (params, grads, momentum), _ in self.blocks([bucket.params, bucket.grads, bucket.state["momentum"]]):
-            torch._foreach_lerp_(momentum, grads, 1.0 - bucket.group["beta"])
+            torch._foreach_lerp_(momentum, grads, 1.0 - bucket.group["momentum"])
             dots.append(self.block_dots(grads, params, momentum, None))
         return self.sum_dots(dots)
 
@@ -289,14 +321,14 @@ class MoMoAdam(_MoMoFamily):
         process_group: Any = "auto",
     ) -> None:
         defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, lower_bound=float(lower_bound),
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, lower_bound=lower_bound,
             estimate_lower_bound=bool(estimate_lower_bound), decoupled_weight_decay=bool(decoupled_weight_decay),
         )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
 
     def validate_direction_group(self, group: dict[str, Any]) -> None:
         group["betas"] = check_betas("MoMoAdam", group["betas"])
-        check_range("MoMoAdam", "eps", group["eps"], 0.0)
+        group["eps"] = check_range("MoMoAdam", "eps", group["eps"], 0.0)
 
     def init_param_state(self, param: Tensor, grad: Tensor, group: dict[str, Any]) -> dict[str, Tensor]:
         return {"exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
@@ -304,19 +336,6 @@ class MoMoAdam(_MoMoFamily):
     @staticmethod
     def _bias_correction2_sqrt(bucket: Bucket, step: Tensor) -> Tensor:
         return torch.sqrt(1.0 - bucket.group["betas"][1] ** step).to(bucket.params[0].dtype)
-
-    @staticmethod
-    def _direction_(
-        bucket: Bucket, bias_correction2_sqrt: Tensor, exp_avg: list[Tensor], exp_avg_sq: list[Tensor],
-        out: list[Tensor],
-    ) -> None:
-        """out <- m / (sqrt(v / (1 - beta2^k)) + eps), written into ``out`` (the block's scratch). The update
-        pass recomputes it with the same ops (bitwise the same) rather than keeping a model-sized buffer."""
-        torch._foreach_copy_(out, exp_avg_sq)
-        torch._foreach_sqrt_(out)
-        torch._foreach_div_(out, bias_correction2_sqrt)
-        torch._foreach_add_(out, bucket.group["eps"])
-        divide_into_(exp_avg, out)
 
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         beta1, beta2 = bucket.group["betas"]
@@ -327,7 +346,7 @@ class MoMoAdam(_MoMoFamily):
             torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
             torch._foreach_mul_(exp_avg_sq, beta2)
             torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             dots.append(self.block_dots(grads, params, exp_avg, direction))
         return self.sum_dots(dots)
 
@@ -337,7 +356,7 @@ class MoMoAdam(_MoMoFamily):
         lists = [bucket.params, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
         bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
         for (params, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
-            self._direction_(bucket, bias_correction2_sqrt, exp_avg, exp_avg_sq, direction)
+            adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             if decoupled:
                 torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
             sub_scaled_(params, direction, tau)

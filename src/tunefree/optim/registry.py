@@ -6,17 +6,22 @@ step, GALA's is only the starting point), its documented default ``lr``, and how
 that re-evaluates the batch). The torch baselines (SGD-momentum, Adam, AdamW) are in the table too, so
 that a comparison is driven by names alone, and so are optional peer methods from other packages
 (Prodigy, D-Adaptation, Schedule-Free, momo-opt), usable when their package is installed.
+
+:func:`register_optimizer` adds a user's own optimizer (any ``factory(params, **options)`` returning a
+torch optimizer) beside them; the built-in names cannot be replaced.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
-__all__ = ["OptimizerInfo", "available_optimizers", "create_optimizer", "get_optimizer_info"]
+__all__ = ["OptimizerInfo", "available_optimizers", "create_optimizer", "get_optimizer_info", "register_optimizer",
+           "is_builtin"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +42,18 @@ class OptimizerInfo:
     #: keyword arguments the registry adds unless the caller overrides them
     fixed_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: a user's optimizer (:func:`register_optimizer`): the callable itself; ``target`` then only names it
+    factory: Callable[..., torch.optim.Optimizer] | None = field(default=None, compare=False)
 
-    def load_class(self) -> type[torch.optim.Optimizer]:
+    def load_class(self) -> Callable[..., torch.optim.Optimizer]:
+        """The optimizer class (or, for a user's optimizer, its factory)."""
+        if self.factory is not None:
+            return self.factory
         module_name, attribute = self.target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
     @property
-    def cls(self) -> type[torch.optim.Optimizer]:
+    def cls(self) -> Callable[..., torch.optim.Optimizer]:
         return self.load_class()
 
     def import_error(self) -> str | None:
@@ -151,6 +161,83 @@ _register(OptimizerInfo(
 ))
 
 
+#: the names registered by tunefree itself (methods, baselines, peers): never replaced by a user's optimizer
+_BUILTIN = frozenset(_REGISTRY)
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is one of tunefree's own entries (not a :func:`register_optimizer` one)."""
+    return _key(name) in _BUILTIN
+
+
+def register_optimizer(
+    name: str,
+    factory: Callable[..., torch.optim.Optimizer],
+    *,
+    default_lr: float,
+    lr_meaning: str,
+    needs_loss: bool = False,
+    needs_closure: bool = False,
+    trace_stats: Iterable[str] = (),
+    description: str = "",
+    replace: bool = False,
+) -> OptimizerInfo:
+    """Register a user's optimizer under ``name`` so that ``create_optimizer`` and ``tunefree bench``
+    (``--optimizers NAME``, or ``--optimizer MODULE:FACTORY``) can use it beside the built-ins.
+
+    ``factory(params, lr=..., **options)`` returns a ``torch.optim.Optimizer`` (an optimizer class is
+    such a factory). ``default_lr`` is the documented default the benchmark's grid is centred on
+    (``lr = default_lr * 10**k``); ``lr_meaning`` says in a few words what ``lr`` is for the method.
+    ``needs_loss``/``needs_closure`` say how it must be stepped (the benchmark always passes a closure
+    that re-evaluates the batch, so both work there). ``trace_stats`` names keys of
+    ``optimizer.stats`` worth tracing over a run.
+
+    Raises ``ValueError`` for a built-in name (they cannot be replaced), for a name already registered
+    by the user unless ``replace=True`` (registering the same factory again is a no-op), and for a
+    factory that is not callable or a ``default_lr`` that is not a positive finite number. Returns the
+    registry entry.
+
+    For ``tunefree bench`` with several worker processes, register at the top level of an importable
+    module or file (not under ``if __name__ == "__main__":``), so that every worker registers it too.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"register_optimizer: name must be a non-empty string, got {name!r}")
+    key = _key(name.strip())
+    if not callable(factory):
+        raise ValueError(f"register_optimizer({name!r}): factory must be callable (an optimizer class or a "
+                         f"function of params), got {type(factory).__name__}")
+    try:
+        lr = float(default_lr)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"register_optimizer({name!r}): default_lr must be a positive finite number, "
+                         f"got {default_lr!r}")
+    if not isinstance(lr_meaning, str) or not lr_meaning.strip():
+        raise ValueError(f"register_optimizer({name!r}): lr_meaning must say what lr means for the method")
+    if key in _BUILTIN:
+        raise ValueError(f"register_optimizer: {key!r} is a built-in optimizer and cannot be replaced; "
+                         "choose another name")
+    target = f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
+    info = OptimizerInfo(
+        name=key, target=target, default_lr=lr, lr_meaning=lr_meaning.strip(), needs_loss=bool(needs_loss),
+        needs_closure=bool(needs_closure), trace_stats=tuple(trace_stats),
+        description=description or f"{target} (registered by the user)", factory=factory,
+    )
+    existing = _REGISTRY.get(key)
+    if existing is not None and not replace:
+        if existing.factory is factory and existing == info:
+            return existing  # the same registration again (a module imported twice): nothing changes
+        raise ValueError(f"register_optimizer: {key!r} is already registered ({existing.target}); pass "
+                         "replace=True to replace it")
+    _REGISTRY[key] = info
+    return info
+
+
 def available_optimizers(*, include_baselines: bool = True, include_peers: bool = False) -> list[OptimizerInfo]:
     """Registered optimizers: tunefree's first, then the torch baselines, then (if asked) the peers.
 
@@ -165,7 +252,7 @@ def available_optimizers(*, include_baselines: bool = True, include_peers: bool 
 
 def get_optimizer_info(name: str) -> OptimizerInfo:
     """The registry entry for ``name`` (case-insensitive; ``-`` and ``_`` are the same)."""
-    key = name.lower().replace("-", "_")
+    key = _key(name)
     if key not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY))
         raise ValueError(f"unknown optimizer {name!r}; available: {known}")

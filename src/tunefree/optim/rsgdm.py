@@ -29,6 +29,12 @@ __all__ = ["RSGDM"]
 FirstStep = Literal["zero_diff", "zero_prev"]
 
 
+def _squared_norms(tensors: list[Tensor], dtype: torch.dtype) -> list[Tensor]:
+    """``[sum_i ||t_i||^2]`` (one 0-dim tensor in ``dtype``) from one multi-tensor norm: a handful of ops per
+    block whatever the number of tensors (RSGDM's own step is so cheap that per-tensor ops would show)."""
+    return [torch.stack(torch._foreach_norm(tensors)).to(dtype).square().sum()]
+
+
 class RSGDM(TunefreeOptimizer):
     r"""RSGDM: EMA SGD-momentum plus ``beta`` times an EMA of gradient differences (2-buffer form).
 
@@ -59,12 +65,24 @@ class RSGDM(TunefreeOptimizer):
     Args:
         params: parameters or param groups.
         lr: step size of the EMA-form (dampened) momentum (default 1.0, i.e. torch SGD-M's 0.1 at beta 0.9).
-        beta: EMA factor of the momentum, also the coefficient of the difference term (default 0.9).
+        beta: EMA factor of the momentum, also the coefficient of the difference term (default 0.9). Stored in
+            the param groups as ``"momentum"``, the key of torch's momentum-cycling schedulers (``OneCycleLR``,
+            ``CyclicLR(cycle_momentum=True)``); a group or an old checkpoint with ``"beta"`` still works.
         weight_decay: coupled L2 ``lambda`` (default 0; 5e-4 in the CIFAR recipes).
         first_step: ``"zero_diff"`` or ``"zero_prev"`` (see above).
         correction: False drops the difference term: plain EMA SGD-momentum (one buffer, no ``g_prev``).
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
+
+    ``stats`` (only while ``extra_stats`` is True: ``RSGDM(..., extra_stats=True)``, or while
+    :func:`tunefree.watch` watches the optimizer, which turns it on and back off; measuring takes four
+    more passes over the model, measured at about 3x the step time on CPU): ``correction_ratio``, the size of this
+    step's correction term relative to the momentum,
+    ``||beta (g_t - g_{t-1})|| / ||n_t||`` over the first param group (0 with ``correction=False``; large
+    when consecutive gradients differ mostly by noise, small when the gradient drifts slowly);
+    ``group_stats[k]["correction_ratio"]`` per group. Measured per process (not reduced across ranks).
     """
+
+    legacy_group_keys = {"beta": "momentum"}
 
     def __init__(
         self,
@@ -75,15 +93,20 @@ class RSGDM(TunefreeOptimizer):
         first_step: FirstStep = "zero_diff",
         correction: bool = True,
         *,
+        extra_stats: bool = False,
         nonfinite: str = "raise",
         process_group: Any = "auto",
     ) -> None:
-        defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, first_step=first_step, correction=bool(correction))
+        defaults = dict(
+            lr=lr, momentum=beta, weight_decay=weight_decay, first_step=first_step, correction=bool(correction)
+        )
         super().__init__(params, defaults, nonfinite=nonfinite, process_group=process_group)  # type: ignore[arg-type]
+        #: measure ``correction_ratio`` (a diagnostic; the update is the same either way)
+        self.extra_stats = bool(extra_stats)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         check_range("RSGDM", "lr", group["lr"], 0.0)
-        check_range("RSGDM", "beta", group["beta"], 0.0, 1.0, high_inclusive=False)
+        check_range("RSGDM", "momentum (beta)", group["momentum"], 0.0, 1.0, high_inclusive=False)
         check_range("RSGDM", "weight_decay", group["weight_decay"], 0.0)
         if group["first_step"] not in ("zero_diff", "zero_prev"):
             raise ValueError(f"RSGDM: first_step must be 'zero_diff' or 'zero_prev', got {group['first_step']!r}")
@@ -99,26 +122,58 @@ class RSGDM(TunefreeOptimizer):
         return state
 
     def update(self, loss: Optional[Tensor], closure: Optional[Closure]) -> None:
+        if not getattr(self, "extra_stats", False):  # getattr: optimizers pickled before the option
+            for group in self.param_groups:
+                for bucket in self.buckets(group):
+                    self._bucket_step(bucket, measure=False)
+            return
+        device, dtype = self.scalar_device_dtype()
+        zero = torch.zeros((), device=device, dtype=dtype)
+        ratios: list[dict[str, Tensor]] = []
         for group in self.param_groups:
+            correction_sq, momentum_sq = zero, zero
             for bucket in self.buckets(group):
-                self._bucket_step(bucket)
+                bucket_correction_sq, bucket_momentum_sq = self._bucket_step(bucket)
+                correction_sq = correction_sq + bucket_correction_sq.to(device)
+                momentum_sq = momentum_sq + bucket_momentum_sq.to(device)
+            safe = torch.where(momentum_sq > 0, momentum_sq, torch.ones_like(momentum_sq))
+            ratio = torch.where(momentum_sq > 0, torch.sqrt(correction_sq / safe), zero)
+            ratios.append({"correction_ratio": ratio})
+        self.publish_stats(groups=ratios, correction_ratio=ratios[0]["correction_ratio"])
 
-    def _bucket_step(self, bucket: Bucket) -> None:
+    def _bucket_step(self, bucket: Bucket, measure: bool = True) -> Optional[tuple[Tensor, Tensor]]:
+        """Step the bucket; with ``measure`` return (||beta (g_t - g_{t-1})||^2, ||n_t||^2) over its tensors
+        (local parts, no reduction across ranks: the ratio is a per-process diagnostic)."""
+        _, dtype = self.scalar_device_dtype()
         group = bucket.group
-        lr, beta = group["lr"], group["beta"]
+        lr, beta = group["lr"], group["momentum"]
         grads = coupled_weight_decay(bucket.params, bucket.grads, group["weight_decay"])
         correction = group["correction"]
         lists = [bucket.params, grads, bucket.state["momentum_buffer"]]
         if correction:
             lists.append(bucket.state["previous_grad"])
-        for block, _ in self.blocks(lists):
+        correction_sq: list[Tensor] = []
+        momentum_sq: list[Tensor] = []
+        for block, scratch in self.blocks(lists, scratch=(None,) if correction and measure else ()):
             params, block_grads, momentum = block[:3]
             if correction:
                 previous = block[3]
                 # previous <- g + beta (g - g_prev) = (1 + beta) g - beta g_prev, in place (one pass)
                 torch._foreach_lerp_(previous, block_grads, 1.0 + beta)
                 torch._foreach_lerp_(momentum, previous, 1.0 - beta)
+                if measure:
+                    # the correction term beta (g - g_prev), measured while the block is in cache
+                    work = scratch[0]
+                    torch._foreach_copy_(work, previous)
+                    torch._foreach_sub_(work, block_grads)
+                    correction_sq += _squared_norms(work, dtype)
                 torch._foreach_copy_(previous, block_grads)
             else:
                 torch._foreach_lerp_(momentum, block_grads, 1.0 - beta)
+            if measure:
+                momentum_sq += _squared_norms(momentum, dtype)
             torch._foreach_add_(params, momentum, alpha=-lr)
+        if not measure:
+            return None
+        zero = momentum_sq[0].new_zeros(())
+        return (torch.stack(correction_sq).sum() if correction_sq else zero), torch.stack(momentum_sq).sum()

@@ -180,7 +180,8 @@ class SMES(TunefreeOptimizer):
             ``x -= lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)^(2 alpha)``.
         nonfinite, process_group: see :class:`~tunefree.optim._core.TunefreeOptimizer`.
 
-    ``stats``: ``alpha`` (the first group's exponent at the last step).
+    ``stats``: ``alpha`` (the first group's exponent at the last step); ``group_stats[k]["alpha"]``: group
+    ``k``'s exponent.
 
     State per tensor: ``exp_avg``, ``exp_avg_sq`` (in the parameter's dtype, like torch's Adam) and
     ``step`` (0-dim float64 counter; the bias corrections are computed from it on the device).
@@ -259,7 +260,8 @@ class SMES(TunefreeOptimizer):
             for bucket in self.buckets(group):
                 self._bucket_step(bucket, alpha)
         device, dtype = self.scalar_device_dtype()
-        self.publish_stats(alpha=torch.full((), alphas[0], device=device, dtype=dtype))
+        per_group = [{"alpha": torch.full((), alpha, device=device, dtype=dtype)} for alpha in alphas]
+        self.publish_stats(groups=per_group, alpha=per_group[0]["alpha"])
 
     def _bucket_step(self, bucket: Bucket, alpha: float) -> None:
         group = bucket.group

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tunefree.bench.report.options import OptionSweep
 from tunefree.bench.report.scoring import (
     PROFILE_TAU_MAX,
     TARGET,
@@ -176,3 +177,42 @@ def save_png(fig: Any, path: Path) -> bytes:
     data = buffer.getvalue()
     path.write_bytes(data)
     return data
+
+
+def figure_option_sensitivity(sweep: OptionSweep) -> Any:
+    """Score over (lr exponent x option value) of one varied option, one heatmap panel per task.
+
+    Scores are clipped to [floor, 1] for the colour (the cell text gives the value); a diverged point
+    reads "div" on the floor colour, a point not measured stays blank."""
+    import matplotlib.pyplot as plt
+
+    panels = list(sweep.cells.items())
+    exps = sorted({e for _, cells in panels for o in cells.values() for e in o.exps})
+    width = max(7.0, 2.0 + (0.75 * len(exps) + 1.4) * len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 2.0 + 0.42 * len(sweep.values)), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, (task, cells) in zip(axes[0], panels):
+        grid = np.full((len(sweep.values), len(exps)), np.nan)
+        for i, value in enumerate(sweep.values):
+            o = cells.get(value)
+            for k, score in zip(o.exps if o else [], o.mean_scores if o else []):
+                grid[i, exps.index(k)] = score
+        shown = np.where(np.isfinite(grid), np.clip(grid, _SCORE_FLOOR, 1.0), np.where(np.isnan(grid), np.nan,
+                                                                                        _SCORE_FLOOR))
+        image = ax.imshow(shown, cmap="viridis", vmin=_SCORE_FLOOR, vmax=1.0, aspect="auto")
+        for (i, j), score in np.ndenumerate(grid):
+            if not np.isnan(score):
+                text = "div" if not np.isfinite(score) else f"{score:.2f}"
+                dark = not np.isfinite(score) or score < 0.4
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(len(exps)), [f"{e:+g}" for e in exps], fontsize=8)
+        ax.set_yticks(range(len(sweep.values)), sweep.values, fontsize=8)
+        ax.set_xlabel("log10(lr / documented default)")
+        ax.set_title(task, fontsize=9)
+    axes[0][0].set_ylabel(sweep.key)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.9, label=f"score s (clipped to [{_SCORE_FLOOR}, 1])")
+    fig.suptitle(f"{sweep.title}: score s over lr and {sweep.key}", fontsize=10)
+    return fig
+

@@ -92,6 +92,8 @@ class OptimizerSummary:
     w95_bootstrap: np.ndarray | None = None
     #: the learning-rate schedule of the runs ("constant" or e.g. "cosine:0.05"): the setting scored in
     schedule: str = "constant"
+    #: canonical JSON of the runs' extra optimizer options ("{}" for none)
+    kwargs: str = "{}"
 
 
 @dataclass
@@ -236,7 +238,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
     return OptimizerSummary(
         label=label, optimizer=rows[0]["optimizer"], default_lr=rows[0]["default_lr"],
         baseline=bool(rows[0]["baseline"]),
-        schedule=row_schedule(rows[0]),
+        schedule=row_schedule(rows[0]), kwargs=rows[0]["kwargs"] or "{}",
         exps=exps, lrs=lrs, mean_scores=mean_scores, std_scores=std_scores, mean_val=mean_val,
         n_seeds=len(seeds),
         default_score=mean_scores[default_idx] if default_idx is not None else math.nan,

@@ -9,6 +9,7 @@ import datetime as _dt
 import math
 import os
 import platform
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tunefree.bench.report.document import (
     Paragraph,
     Table,
 )
+from tunefree.bench.report.options import option_sweeps
 from tunefree.bench.report.scoring import (
     BEST_OF,
     BOOTSTRAP_RESAMPLES,
@@ -296,6 +298,40 @@ def _task_blocks(ts: TaskSummary, folder: Path) -> list[Block]:
     return blocks
 
 
+_OPTIONS_TEXT = (
+    "Each varied option (tunefree bench --vary OPT.KEY=V1,V2,...) ran every value on the whole lr grid, "
+    "one option at a time, beside the default setting (the optimizer with only its fixed options). The "
+    "heatmap shows the seed-mean score s over lr and value; the table gives W95 (decades of lr with "
+    f"s >= {TARGET}) per value and task, and its mean over the tasks. Each setting is also a method of its "
+    "own in the tables below; the target m* stays that of the baselines' own setting."
+)
+
+
+def _option_blocks(tasks: list[TaskSummary], folder: Path) -> list[Block]:
+    """Section "Sensitivity to other options": per varied option a heatmap and a W95 table."""
+    sweeps = option_sweeps(tasks)
+    if not sweeps:
+        return []
+    blocks: list[Block] = [Heading("Sensitivity to other options"), Paragraph.of(_OPTIONS_TEXT)]
+    for sweep in sweeps:
+        slug = f"{sweep.optimizer}-{sweep.key}"
+        if sweep.base != "{}" or sweep.schedule != "constant":  # a stable name per setting
+            slug += f"-{zlib.crc32(f'{sweep.base} {sweep.schedule}'.encode()):08x}"
+        names = list(sweep.cells)
+        header = [sweep.key] + [f"W95 {name}" for name in names] + ["mean W95"]
+        rows = []
+        for value in sweep.values:
+            widths = [sweep.cells[name][value].w95 if value in sweep.cells[name] else math.nan for name in names]
+            finite = [w for w in widths if not math.isnan(w)]
+            mean = float(np.mean(finite)) if len(finite) == len(widths) else math.nan
+            rows.append([value] + [_fmt(w, 2) for w in widths] + [_fmt(mean, 2)])
+        blocks += [Heading(sweep.title, level=3),
+                   _figure(F.figure_option_sensitivity(sweep), folder, f"options-{slug}.png",
+                           f"{sweep.title} sensitivity"),
+                   Table.of(header, rows)]
+    return blocks
+
+
 def report_blocks(folder: Path, tasks: list[TaskSummary], all_rows: list[dict[str, Any]], csv_name: str) -> list[Block]:
     """Every section of the report, in order; figures are written to ``folder/figures`` on the way."""
     statuses: dict[str, int] = defaultdict(int)
@@ -314,6 +350,7 @@ def report_blocks(folder: Path, tasks: list[TaskSummary], all_rows: list[dict[st
             blocks.append(_figure(F.figure_profile(tasks), folder, "performance-profile.png", "performance profile"))
     else:
         blocks.append(Paragraph.of("No runs in the ledger yet."))
+    blocks += _option_blocks(tasks, folder)
     for ts in tasks:
         blocks += _task_blocks(ts, folder)
     blocks.append(Paragraph.of("All runs: ", Link(csv_name, csv_name), "; raw traces in ", Mono("ledger.sqlite"), "."))
