@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from tunefree.bench.records import SUITES  # the leaf record module: no torch, cheap to import
+from tunefree.bench.records import MAX_GRID_DECADES, SUITES  # the leaf record module: no torch, cheap
 
 __all__ = ["main", "build_parser"]
 
@@ -22,14 +22,43 @@ class UsageError(Exception):
     """A bad command line: reported in one line with exit code 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+#: upper bounds of the integer arguments: far beyond any real sweep, low enough to refuse a typo
+MAX_SEEDS = 1000
+MAX_WORKERS = 1024
+
+
+def _int_in(low: int, high: int):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not (low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {value}")
+        return value
+    return parse
+
+
+def _number_in(low: float, high: float, what: str, low_open: bool = False):  # noqa: ANN202 - an argparse type
+    """A float in [low, high] (``(low, high]`` with ``low_open``); NaN is refused, Inf only if ``high`` is."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        inside = (low < value if low_open else low <= value) and value <= high  # False for NaN
+        if not inside:
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"expected {what} in {bracket}{low:g}, {high:g}], got {text}")
+        return value
+    return parse
+
+
+_positive_int = _int_in(1, 10**9)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a sweep: reported in one line (runs stored, how to resume), exit code 130."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,23 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vary", action="append", metavar="OPT.KEY=V1,V2,...", default=[],
                        help="sweep an option with the lr grid, e.g. agd.delta=1e-14,1e-8 (one option at a time "
                             "beside the default setting; repeatable)")
-    bench.add_argument("--seeds", type=_positive_int, help="number of paired seeds (default 1 quick, 3 standard)")
-    bench.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: CPU count)")
+    bench.add_argument("--seeds", type=_int_in(1, MAX_SEEDS),
+                       help="number of paired seeds (default 1 quick, 3 standard)")
+    bench.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=None,
+                       help="worker processes (default: CPU count); every run is in a worker, also with 1")
+    bench.add_argument("--run-timeout", type=_number_in(0, math.inf, "seconds", low_open=True), default=None,
+                       metavar="SECONDS", help="stop a run after this long and store it as an error "
+                                               "(default 600 quick, 3600 standard; inf: no limit)")
     bench.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local process pool (default) or Ray (pip install 'tunefree[dist]')")
     bench.add_argument("--address", help="Ray cluster address for --executor ray (default: start a local instance)")
     bench.add_argument("--out", default="tunefree-results", help="output folder (ledger, report)")
-    bench.add_argument("--grid-points", nargs="+", type=float, metavar="K",
+    bench.add_argument("--grid-points", nargs="+", metavar="K",
+                       type=_number_in(-MAX_GRID_DECADES, MAX_GRID_DECADES, "an lr exponent"),
                        help="lr exponents k (lr = default * 10**k) instead of the suite's grid")
     bench.add_argument("--no-extend", action="store_true", help="do not extend grids whose best point is on an edge")
-    bench.add_argument("--seeds-near-best", type=float, default=None, metavar="DECADES",
+    bench.add_argument("--seeds-near-best", type=_number_in(0, 2 * MAX_GRID_DECADES, "decades"), default=None,
+                       metavar="DECADES",
                        help="run the full grid with the first seed only and the further seeds only within "
                             "DECADES of each method's best point (e.g. 0.5)")
     bench.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                        help="learning-rate schedule of every method: constant (default, the primary setting) or "
                             "cosine (linear warm-up, then cosine decay to 0; the report labels these runs "
                             "optimizer+cosine and scores them against the baselines of the same schedule)")
-    bench.add_argument("--warmup", type=float, default=None, metavar="FRACTION",
+    bench.add_argument("--warmup", type=float, default=None, metavar="FRACTION",  # range checked below
                        help="warm-up of --schedule cosine as a fraction of the steps, in [0, 1) (default 0.05)")
     bench.add_argument("--retry-errors", action="store_true", help="re-run runs stored with status 'error'")
     bench.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
@@ -267,10 +303,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             workers=args.workers, exponents=args.grid_points,
             extend_grid=False if args.no_extend else None, retry_errors=args.retry_errors,
             seeds_near_best=args.seeds_near_best, schedule=args.schedule, warmup=args.warmup,
-            progress=not args.no_progress, report=not args.no_report, executor=executor,
+            run_timeout=args.run_timeout, progress=not args.no_progress, report=not args.no_report,
+            executor=executor,
         )
     except ValueError as exc:  # raised before any run starts (e.g. an explicitly named optimizer won't import)
         raise UsageError(str(exc).splitlines()[0]) from None
+    except KeyboardInterrupt:
+        raise Interrupted(args.out) from None
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())) or "nothing new"
     print(f"done: {summary.executed} runs executed ({counts}), {summary.skipped} already stored; "
           f"ledger {summary.ledger_path}")
@@ -327,6 +366,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tunefree: error: {str(exc).removeprefix('tunefree: ')}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        from tunefree.bench.ledger import LEDGER_NAME, Ledger
+
+        folder = str(exc)
+        try:
+            stored = f"{Ledger.stored_runs(folder)} runs stored in {os.path.join(folder, LEDGER_NAME)}"
+        except Exception:  # noqa: BLE001 - the message must come out whatever the ledger's state
+            stored = f"the runs finished so far are stored in {folder}"
+        print(f"\ntunefree: interrupted; {stored}; run the same command again to resume", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a sweep (a report, a listing): nothing to resume
+        print("\ntunefree: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - environment failures: one line, not a traceback
+        from tunefree.bench.ledger import LedgerError
+
+        if isinstance(exc, LedgerError):
+            print(f"tunefree: error: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError) and exc.filename:
+            print(f"tunefree: error: cannot write {exc.filename}: {exc.strerror}; free space or fix the "
+                  f"permissions, then run the same command again", file=sys.stderr)
+            return 1
+        raise
     return 2
 
 

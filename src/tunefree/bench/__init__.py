@@ -14,16 +14,18 @@ module imports one above it (see docs/benchmark.md, "How it fits together"; the 
 
 from tunefree.bench.custom import CallableTask, make_task
 from tunefree.bench.executors import Executor, LocalProcessExecutor, SerialExecutor
-from tunefree.bench.ledger import Ledger
+from tunefree.bench.ledger import Ledger, LedgerError
 from tunefree.bench.plan import build_specs, propose_grid_extension
 from tunefree.bench.records import SUITE_EXPONENTS, RunResult, RunSpec, lr_grid
 from tunefree.bench.report import summarise, write_report
 from tunefree.bench.resolve import resolve_optimizer, resolve_task
 from tunefree.bench.runner import run_one
 from tunefree.bench.sweep import SweepSummary, run_sweep
+from tunefree.bench.tasks.base import DivergenceRule
 
 __all__ = [
-    "CallableTask", "Executor", "Ledger", "LocalProcessExecutor", "RunResult", "RunSpec",
+    "CallableTask", "DivergenceRule", "Executor", "Ledger",
+    "LedgerError", "LocalProcessExecutor", "RunResult", "RunSpec",
     "SUITE_EXPONENTS", "SerialExecutor", "SweepSummary", "build_specs", "lr_grid", "make_task",
     "propose_grid_extension", "resolve_optimizer", "resolve_task", "run_one", "run_sweep", "summarise",
     "write_report",

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from tunefree.bench.tasks.base import Budget, Task, TaskInstance
+from tunefree.bench.tasks.base import Budget, DivergenceRule, Task, TaskInstance
 
 __all__ = ["CallableTask", "make_task"]
 
@@ -118,6 +118,7 @@ def make_task(
     log_scale: bool = False,
     optimizer_kwargs: dict[str, dict[str, Any]] | None = None,
     description: str = "",
+    divergence: DivergenceRule | None = None,
 ) -> CallableTask:
     """A :class:`Task` from plain callables.
 
@@ -126,6 +127,9 @@ def make_task(
     same order for the same seed); ``loss(model, batch)`` the mean loss tensor; ``evaluate(model, split)``
     a dict of metrics (or one number, the ``metric``) for ``split`` in ``"val"``/``"test"``.
     ``steps`` is the standard budget, ``quick_steps`` (default ``steps // 4``) the quick one.
+    ``divergence`` decides when a run counts as diverged (default :class:`DivergenceRule`: a NaN/Inf
+    loss, or the smoothed training loss above 10x the mean loss of the first 20 steps); e.g.
+    ``DivergenceRule(factor=math.inf)`` keeps only the NaN/Inf rule for a loss that legitimately grows.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -140,4 +144,5 @@ def make_task(
         higher_is_better=higher_is_better, budgets=budgets, log_scale=log_scale,
         optimizer_kwargs=dict(optimizer_kwargs or {}),
         model_fn=model, batches_fn=batches, loss_fn=loss, eval_fn=evaluate,
+        divergence=divergence or DivergenceRule(),
     )

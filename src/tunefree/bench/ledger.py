@@ -18,15 +18,23 @@ import csv
 import datetime as _dt
 import json
 import math
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
 from tunefree.bench.records import RunResult
 
-__all__ = ["Ledger", "LEDGER_NAME", "CSV_COLUMNS"]
+__all__ = ["Ledger", "LEDGER_NAME", "LOCK_NAME", "CSV_COLUMNS", "LedgerError", "SweepLock"]
 
 LEDGER_NAME = "ledger.sqlite"
+#: the lock file a sweep holds in its output folder (see SweepLock)
+LOCK_NAME = ".sweep.lock"
+
+
+class LedgerError(RuntimeError):
+    """The results folder or its ledger cannot be used; the message names the path and the remedy (the
+    CLI prints it as one line). Raised before anything is written to a damaged or foreign file."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -95,15 +103,41 @@ class Ledger:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / LEDGER_NAME
-        self._conn = sqlite3.connect(self.path, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the tail)
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        self._conn.commit()
-        self._migrate()
+        _make_folder(self.folder)
+        if self.path.exists() and not self.path.is_file():
+            raise LedgerError(f"{self.path} is not a file; move it away or choose another --out")
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open {self.path}: {exc}; check the folder's permissions or choose "
+                              f"another --out") from None
+        try:
+            # the integrity check comes first: nothing is written into a damaged or foreign file
+            self._check_integrity()
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a killed process in WAL mode (only an OS crash can lose the tail)
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._conn.commit()
+            self._migrate()
+        except LedgerError:
+            self._conn.close()
+            raise
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise _write_error(self.path, exc) from None
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` of an existing ledger; :class:`LedgerError` with the remedy if it fails."""
+        remedy = (f"nothing was written to it. Move it away (e.g. rename it to {LEDGER_NAME}.damaged) and "
+                  f"re-run to start a new ledger in {self.folder}, or restore a copy")
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:  # "file is not a database" and the like
+            raise LedgerError(f"{self.path} is not a readable tunefree ledger (SQLite: {exc}); {remedy}") from None
+        if problems != ["ok"]:
+            raise LedgerError(f"{self.path} is damaged (SQLite quick_check: {problems[0]}); {remedy}")
 
     def _migrate(self) -> None:
         """Add the columns a ledger from an older schema lacks (in place, one transaction)."""
@@ -147,13 +181,19 @@ class Ledger:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
-        with self._conn:  # one transaction per run: committed whole or not at all
-            cursor = self._conn.execute(f"{verb} INTO runs ({columns}) VALUES ({marks})", row)
+        try:
+            with self._conn:  # one transaction per run: committed whole or not at all
+                cursor = self._conn.execute(f"{verb} INTO runs ({columns}) VALUES ({marks})", row)
+        except sqlite3.Error as exc:
+            raise _write_error(self.path, exc) from None
         return cursor.rowcount > 0
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        try:
+            with self._conn:
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        except sqlite3.Error as exc:
+            raise _write_error(self.path, exc) from None
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -228,3 +268,79 @@ class Ledger:
                 return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         except sqlite3.OperationalError:  # the table is not created yet
             return 0
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the results folder; :class:`LedgerError` naming it when it is a file or not writable."""
+    if folder.exists() and not folder.is_dir():
+        raise LedgerError(f"{folder} is a file, not a folder; give --out a folder (a new one, or one holding "
+                          f"a {LEDGER_NAME})")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise LedgerError(f"cannot create {folder}: a parent of it is a file; choose another --out") from None
+    except OSError as exc:
+        raise LedgerError(f"cannot create {folder}: {exc.strerror}; choose another --out or fix the "
+                          f"permissions") from None
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> LedgerError:
+    """The one-line error of a failed ledger operation, with the remedy for the usual causes."""
+    text = str(exc)
+    if "full" in text:
+        remedy = "free disk space, then run the same command again to resume (stored runs are kept)"
+    elif "readonly" in text or "unable to open" in text or "permission" in text.lower():
+        remedy = "make the folder and the ledger writable, or choose another --out"
+    elif "locked" in text or "busy" in text:
+        remedy = "another process holds the ledger; wait for it to finish or choose another --out"
+    else:
+        remedy = "check the file, or move it away and re-run to start a new ledger"
+    return LedgerError(f"cannot write {path} (SQLite: {text}); {remedy}")
+
+
+class SweepLock:
+    """The exclusive claim of one sweep on a results folder: an ``fcntl`` lock on ``folder/.sweep.lock``
+    holding the owner's pid. A second sweep into the same folder is refused with a message naming that
+    pid (each run is still executed once; reports and exports only read and need no lock). The OS
+    drops the lock when the owner ends, however it ends (SIGKILL included), so a stale lock never blocks
+    a resume. Where ``fcntl`` is missing (Windows) there is no lock.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        _make_folder(self.folder)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LedgerError(f"cannot create {self.path}: {exc.strerror}; make {self.folder} writable or "
+                              f"choose another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LedgerError(f"{self.folder} is in use by another sweep (pid {owner}); wait for it to finish "
+                              f"(then run this command again: it resumes), or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> "SweepLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

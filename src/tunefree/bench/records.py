@@ -28,6 +28,9 @@ __all__ = [
     "RunResult",
     "lr_grid",
     "canonical_kwargs",
+    "MAX_GRID_DECADES",
+    "check_exponents",
+    "DEFAULT_RUN_TIMEOUT",
     "decode_kwargs",
 ]
 
@@ -46,6 +49,14 @@ SUITE_EXPONENTS: dict[str, tuple[float, ...]] = {
 QUICK_OPTIMIZERS = ("momo", "momo_adam", "smes", "agd", "rsgdm", "gala", "sgd", "adam", "adamw")
 
 DEFAULT_SEEDS = {"quick": 1, "standard": 3}
+
+#: seconds one run may take before the executor stops it and stores an ``error`` (``--run-timeout``):
+#: about 100x a built-in task's run time on one thread, so only a hang reaches it
+DEFAULT_RUN_TIMEOUT = {"quick": 600.0, "standard": 3600.0}
+
+#: grid exponents are limited to [-MAX_GRID_DECADES, MAX_GRID_DECADES]: 10**20 between the smallest and
+#: the largest lr is far beyond any useful sweep, and 10**k stays a finite float
+MAX_GRID_DECADES = 10.0
 
 #: learning-rate schedules of a sweep: "constant" (the primary setting of the protocol, see
 #: docs/benchmark.md) and "cosine" (the secondary one: linear warm-up, then cosine decay to 0, the same
@@ -160,6 +171,27 @@ def lr_grid(default_lr: float, exponents: Sequence[float]) -> list[tuple[float, 
     """``[(k, lr)]`` with ``lr = default_lr * 10**k`` rounded to 6 significant digits (stable ids,
     readable numbers; the rounding error is far below anything a learning rate can resolve)."""
     return [(float(k), float(f"{default_lr * 10.0 ** k:.6g}")) for k in exponents]
+
+
+def check_exponents(exponents: Sequence[float], name: str = "exponents") -> tuple[float, ...]:
+    """The grid exponents as floats, checked before anything runs: at least one, each a finite number in
+    [-MAX_GRID_DECADES, MAX_GRID_DECADES], none repeated. Raises ``ValueError`` naming ``name``, the bad
+    value and the allowed range (a NaN or Inf learning rate would otherwise be stored or dropped)."""
+    values = []
+    for k in exponents:
+        try:
+            value = float(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: {k!r} is not a number; give lr exponents k (lr = default x 10**k)") from None
+        if not (abs(value) <= MAX_GRID_DECADES):  # also refuses NaN
+            raise ValueError(f"{name}: {k!r} is outside [-{MAX_GRID_DECADES:g}, {MAX_GRID_DECADES:g}]; give "
+                             f"finite lr exponents k (lr = default x 10**k) in that range")
+        values.append(value)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a value, got {list(exponents)}")
+    return tuple(values)
 
 
 def canonical_kwargs(kwargs: dict[str, Any] | None) -> str:

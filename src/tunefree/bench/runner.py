@@ -4,10 +4,14 @@ The loop is the same for every optimizer: a closure that re-evaluates the curren
 ``step`` (torch optimizers call it once, MoMo needs the loss it returns, GALA calls it twice). Outcomes:
 
 * ``ok``: the budget finished with finite metrics;
-* ``diverged``: the loss became NaN/Inf or exceeded 10x its first value, the optimizer refused a
-  non-finite step (``FloatingPointError``), or the final validation metric is not finite. The run stops
-  early; this is a result, not a crash;
-* ``error``: any other exception (the traceback is kept), so one broken run never stops a sweep.
+* ``diverged``: the task's :class:`~tunefree.bench.tasks.base.DivergenceRule` fired (a NaN/Inf
+  training loss, or the smoothed training loss above ``factor`` times the mean loss of the first steps),
+  the optimizer refused a non-finite step (``FloatingPointError``), or an evaluation returned a
+  non-finite metric. The run stops early; this is a result, not a crash;
+* ``error``: any other exception, ``sys.exit`` included (the traceback is kept), or an evaluation
+  whose result lacks the task's metric (the message names the metric and the keys it got), so one
+  broken run never stops a sweep. A run that kills its process (``os._exit``, a segfault) or hangs is
+  contained by the executor, which runs every spec in a worker process.
 
 Optimizers with ``train()``/``eval()`` methods (Schedule-Free: the weights it steps are not the weights
 to evaluate) are put in eval mode for every evaluation and in train mode before every step; the first
@@ -37,10 +41,8 @@ from tunefree.bench.resolve import resolve_optimizer, resolve_task
 from tunefree.bench.tasks.base import Task
 
 __all__ = ["RunResult", "run_one", "subsample", "lr_multiplier", "warmup_steps", "make_scheduler",
-           "MAX_TRACE_POINTS", "DIVERGENCE_FACTOR"]
+           "MAX_TRACE_POINTS", "MissingMetric"]
 
-#: loss above this multiple of the first step's loss counts as divergence
-DIVERGENCE_FACTOR = 10.0
 #: per-step traces longer than this are subsampled before storage (the ledger stays small)
 MAX_TRACE_POINTS = 512
 
@@ -54,8 +56,31 @@ def subsample(steps: list[int], values: list[float], limit: int = MAX_TRACE_POIN
     return [steps[i] for i in idx], [values[i] for i in idx]
 
 
-def _finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()}
+class MissingMetric(KeyError):
+    """``evaluate`` returned no value for the task's metric: a broken task, stored as an ``error``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _evaluate(inst: Any, split: str, metric: str) -> dict[str, float]:
+    """``inst.evaluate(split)`` as plain floats; raises :class:`MissingMetric` naming the metric and the
+    keys it got when the result lacks the task's metric (else every run would read as diverged)."""
+    values = {str(k): float(v) for k, v in inst.evaluate(split).items()}
+    if metric not in values:
+        got = ", ".join(sorted(values)) or "none"
+        raise MissingMetric(f"evaluate(model, {split!r}) returned no {metric!r}, the task's metric (keys it "
+                            f"returned: {got}); return it, or set the task's metric to one of these keys")
+    return values
+
+
+def _stop_if_not_finite(result: RunResult, step: int, metric: str) -> bool:
+    """Mark the run diverged when its latest evaluation's metric is NaN/Inf; True if so."""
+    if math.isfinite(result.evals[-1][1][metric]):
+        return False
+    result.status = "diverged"
+    result.diverged_step = step
+    return True
 
 
 def _set_mode(opt: torch.optim.Optimizer, mode: str) -> None:
@@ -115,7 +140,10 @@ def run_one(spec: RunSpec, task: Task | None = None) -> RunResult:
         result.status = "diverged"
         result.diverged_step = result.steps_done + 1
         result.error = f"{type(exc).__name__}: {exc}"
-    except Exception:  # noqa: BLE001 - any failure of one run is recorded, never raised into the sweep
+    except MissingMetric as exc:
+        result.status = "error"
+        result.error = f"MissingMetric: {exc}"
+    except (Exception, SystemExit):  # noqa: BLE001 - a failed run (sys.exit in user code too) is recorded
         result.status = "error"
         result.error = traceback.format_exc(limit=20)
     finally:
@@ -141,11 +169,11 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     # step 0: the metric at initialisation is m_init of the normalised score; then train mode, which
     # Schedule-Free requires before its first step
     _set_mode(opt, "eval")
-    result.evals.append((0, _finite_metrics(inst.evaluate("val"))))
+    result.evals.append((0, _evaluate(inst, "val", spec.metric)))
     _set_mode(opt, "train")
 
     batch_iter = iter(inst.batches())
-    first_loss: float | None = None
+    divergence = task.divergence.monitor()
     for step in range(1, spec.steps + 1):
         batch = next(batch_iter)
         closure_losses: list[float] = []
@@ -178,24 +206,21 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
                 steps_list.append(step)
                 values.append(float(stats[key]))
 
-        if first_loss is None:
-            first_loss = loss_value
-        if not math.isfinite(loss_value) or (
-            math.isfinite(first_loss) and loss_value > DIVERGENCE_FACTOR * abs(first_loss)
-        ):
+        if divergence.update(loss_value):
             result.status = "diverged"
             result.diverged_step = step
             return
 
         if step % spec.eval_every == 0 or step == spec.steps:
             _set_mode(opt, "eval")
-            result.evals.append((step, _finite_metrics(inst.evaluate("val"))))
+            result.evals.append((step, _evaluate(inst, "val", spec.metric)))
+            if _stop_if_not_finite(result, step, spec.metric):
+                return
             if step < spec.steps:  # after the last step stay in eval mode: val and test see the same weights
                 _set_mode(opt, "train")
 
     _set_mode(opt, "eval")  # a no-op after the last evaluation; matters only for a 0-step budget
     result.final_val = dict(result.evals[-1][1])  # the loop always evaluates at the last step
-    result.final_test = _finite_metrics(inst.evaluate("test"))
-    if not math.isfinite(result.final_val.get(spec.metric, math.nan)):
-        result.status = "diverged"
-        result.diverged_step = spec.steps
+    result.final_test = _evaluate(inst, "test", spec.metric)
+    if spec.steps == 0:
+        _stop_if_not_finite(result, 0, spec.metric)

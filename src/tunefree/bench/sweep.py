@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from tunefree.bench.executors import Executor, SerialExecutor, make_executor
-from tunefree.bench.ledger import Ledger
+from tunefree.bench.ledger import Ledger, SweepLock
 from tunefree.bench.plan import (
     SweepPlan,
     build_specs,
@@ -33,6 +33,7 @@ from tunefree.bench.plan import (
     propose_grid_extension,
 )
 from tunefree.bench.records import (
+    DEFAULT_RUN_TIMEOUT,
     DEFAULT_SEEDS,
     DEFAULT_WARMUP,
     QUICK_OPTIMIZERS,
@@ -42,6 +43,7 @@ from tunefree.bench.records import (
     RunResult,
     RunSpec,
     canonical_kwargs,
+    check_exponents,
     lr_grid,
     make_schedule,
     parse_schedule,
@@ -88,12 +90,16 @@ def _run_with_tasks(tasks: dict[str, Task], spec: RunSpec) -> RunResult:
     return run_one(spec, tasks.get(spec.task))
 
 
+#: most seeds one sweep may ask for (a typo like --seeds 1000000 must not plan a million runs per point)
+MAX_SEEDS = 1000
+
+
 def _normalise_seeds(seeds: int | Sequence[int] | None, suite: str) -> list[int]:
     if seeds is None:
         seeds = DEFAULT_SEEDS.get(suite, 1)
     if isinstance(seeds, int):
-        if seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {seeds}")
+        if not (1 <= seeds <= MAX_SEEDS):
+            raise ValueError(f"seeds must be a count in [1, {MAX_SEEDS}], got {seeds}")
         return list(range(seeds))
     values = [int(s) for s in seeds]
     if not values:
@@ -119,6 +125,7 @@ def run_sweep(
     seeds_near_best: float | None = None,
     schedule: str = "constant",
     warmup: float | None = None,
+    run_timeout: float | None = None,
     progress: bool = True,
     report: bool = True,
     executor: Any = None,
@@ -156,6 +163,12 @@ def run_sweep(
     :func:`tunefree.register_optimizer` for your own) or by ``"module:factory"`` / ``"file.py:factory"``.
     Every option is checked by building the optimizer once before anything runs; a ``ValueError``
     names the optimizer, the option and its constructor's signature.
+
+    Every run executes in a worker process (also with ``workers=1``), so a run that calls ``sys.exit``
+    or ``os._exit``, crashes or hangs is stored as that run's ``error`` and the sweep goes on;
+    ``run_timeout`` seconds (default: ``DEFAULT_RUN_TIMEOUT`` of the suite, ``math.inf`` for none) stops
+    a hanging run. Task objects that cannot be pickled (lambdas) run in this process instead, without
+    that protection. A second sweep into the same ``out`` while this one runs is refused, naming its pid.
     """
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; available: {', '.join(SUITES)}")
@@ -167,16 +180,25 @@ def run_sweep(
         raise ValueError(f"seeds_near_best must be a number of decades >= 0, got {seeds_near_best}")
     grid_seeds = seed_list[:1] if seeds_near_best is not None else seed_list
     extend = (suite == "standard") if extend_grid is None else extend_grid
-    exps = tuple(SUITE_EXPONENTS[suite] if exponents is None else exponents)
+    exps = check_exponents(SUITE_EXPONENTS[suite] if exponents is None else exponents)
+    timeout = DEFAULT_RUN_TIMEOUT[suite] if run_timeout is None else run_timeout
+    if not (isinstance(timeout, (int, float)) and timeout > 0):  # also refuses NaN
+        raise ValueError(f"run_timeout must be a number of seconds > 0 (math.inf: no limit), got {run_timeout!r}")
 
     entries = _resolve_optimizers(optimizers, suite, log)
     optimizer_kwargs, vary = _check_options(entries, optimizer_kwargs, vary)
     summary = SweepSummary(out=Path(out), ledger_path=Path(out) / "ledger.sqlite")
     resolved, object_tasks = _resolve_tasks(task, suite, summary, log)
-    run_fn, executor = _run_function(object_tasks, executor, workers, log)
+    run_fn, executor = _run_function(object_tasks, executor, workers, timeout, log)
     names = [e.name for e in entries]
 
-    ledger = Ledger(out)
+    lock = SweepLock(out)  # one sweep per folder at a time: a second one is refused, naming this pid
+    lock.acquire()
+    try:
+        ledger = Ledger(out)
+    except BaseException:
+        lock.release()
+        raise
     try:
         ledger.set_meta("last_sweep", {
             "suite": suite, "seeds": seed_list, "optimizers": names,
@@ -232,6 +254,7 @@ def run_sweep(
             execute(todo, "more seeds")
     finally:
         ledger.close()
+        lock.release()
     if report:
         summary.report_path = write_report(out)
         log(f"report: {summary.report_path}")
@@ -323,20 +346,22 @@ def _resolve_tasks(
 
 
 def _run_function(
-    object_tasks: dict[str, Task], executor: Executor | None, workers: int | None, log: Callable[[str], None]
+    object_tasks: dict[str, Task], executor: Executor | None, workers: int | None, run_timeout: float,
+    log: Callable[[str], None],
 ) -> tuple[Callable[[RunSpec], RunResult], Executor]:
     """The run function and the executor of a sweep: Task objects travel with the run function; if they
-    cannot be pickled (lambdas, closures), the runs stay in this process."""
+    cannot be pickled (lambdas, closures), the runs stay in this process, without isolation."""
     run_fn: Callable[[RunSpec], RunResult] = run_one
     if object_tasks:
         run_fn = functools.partial(_run_with_tasks, object_tasks)
-        if executor is None and workers != 1:
+        if executor is None:
             try:
                 pickle.dumps(run_fn)
             except Exception as exc:  # lambdas/closures in a Task: cannot cross to worker processes
-                log(f"task objects are not picklable ({type(exc).__name__}); running in this process")
+                log(f"task objects are not picklable ({type(exc).__name__}); running in this process, "
+                    f"without isolation or run timeout (use module-level functions to get both)")
                 executor = SerialExecutor()
-    return run_fn, executor if executor is not None else make_executor(workers)
+    return run_fn, executor if executor is not None else make_executor(workers, run_timeout)
 
 
 def _execute(
@@ -353,10 +378,17 @@ def _execute(
     from tqdm.auto import tqdm  # the bench extra: importing tunefree.bench must not need it
 
     bar = tqdm(total=len(specs), unit="run", disable=not progress or not specs, desc=desc)
-    for result in executor.run_all(specs, run_fn):
-        ledger.store(result, replace=replace)
-        summary.executed += 1
-        summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
-        bar.update(1)
-        bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
-    bar.close()
+    results = iter(executor.run_all(specs, run_fn))
+    try:
+        for result in results:
+            ledger.store(result, replace=replace)
+            summary.executed += 1
+            summary.statuses[result.status] = summary.statuses.get(result.status, 0) + 1
+            bar.update(1)
+            bar.set_postfix_str(f"{result.spec.task}/{result.spec.optimizer} {result.status}", refresh=False)
+    finally:
+        # an interrupt or a failed store stops the executor's runs now, not at garbage collection
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+        bar.close()

@@ -31,7 +31,8 @@ from tunefree.bench.ledger import Ledger
 from tunefree.bench.records import DEFAULT_WARMUP, parse_schedule
 
 __all__ = ["TARGET", "BEST_OF", "HIT_WITHIN", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "PROFILE_TAU_MAX",
-           "OptimizerSummary", "TaskSummary", "select_rows", "row_schedule", "row_label", "schedule_label",
+           "OptimizerSummary", "TaskSummary", "select_rows", "split_versions",
+           "row_schedule", "row_label", "schedule_label",
            "describe_schedule", "summarise", "trials_profile", "profile_columns", "w95_interval"]
 
 #: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
@@ -112,6 +113,9 @@ class TaskSummary:
     targets: dict[str, tuple[float, str]] = field(default_factory=dict)
     #: per schedule not scored on the task (no baseline ran under it): the labels of its runs
     unscored: dict[str, list[str]] = field(default_factory=dict)
+    #: the code version scored (the newest) and the rows of older versions, which are not scored
+    code_version: str = ""
+    stale: list[dict[str, Any]] = field(default_factory=list)
 
 
 def row_schedule(row: dict[str, Any]) -> str:
@@ -139,12 +143,28 @@ def row_label(row: dict[str, Any]) -> str:
     return name if row["kwargs"] in ("{}", "", None) else f"{name} {row['kwargs']}"
 
 
+def split_versions(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(current, stale)``: per (task, suite), the rows of the newest code version (the version of the
+    most recently finished run) and the rows of every older one. Runs of different code versions
+    (another task model, another optimizer source) are never compared: not in a score, not in ``m*``,
+    not in the ``m_init`` average."""
+    newest: dict[tuple, tuple[str, str]] = {}
+    for row in rows:
+        key = (row["task"], row["suite"])
+        if key not in newest or row["finished_at"] > newest[key][0]:
+            newest[key] = (row["finished_at"], row["code_version"])
+    current, stale = [], []
+    for row in rows:
+        (current if row["code_version"] == newest[(row["task"], row["suite"])][1] else stale).append(row)
+    return current, stale
+
+
 def select_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows the report scores: one per (task, suite, optimizer, kwargs, schedule, lr, seed), the most
-    recent one. Rows of older code versions would otherwise count a grid point twice. Every rule about
+    """The rows the report scores: those of each task's newest code version (:func:`split_versions`), one
+    per (task, suite, optimizer, kwargs, schedule, lr, seed), the most recent one. Every rule about
     which stored runs may be compared with which belongs here."""
     latest: dict[tuple, dict[str, Any]] = {}
-    for row in rows:
+    for row in split_versions(rows)[0]:
         key = (row["task"], row["suite"], row["optimizer"], row["kwargs"], row_schedule(row),
                round(row["lr_exp"], 6), row["seed"])
         if key not in latest or row["finished_at"] >= latest[key]["finished_at"]:
@@ -290,7 +310,11 @@ def _bootstrap_w95(summary: TaskSummary) -> None:
 def summarise(folder: str | Path) -> list[TaskSummary]:
     """Robustness summaries of every (task, suite) in the ledger of ``folder``."""
     with Ledger(folder) as ledger:
-        rows = select_rows(ledger.rows())
+        stored = ledger.rows()
+    rows = select_rows(stored)
+    stale_by_task: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in split_versions(stored)[1]:
+        stale_by_task[(row["task"], row["suite"])].append(row)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["task"], row["suite"])].append(row)
@@ -332,7 +356,8 @@ def summarise(folder: str | Path) -> list[TaskSummary]:
         summary = TaskSummary(task=task, suite=suite, metric=first["metric"], higher_is_better=higher,
                               log_scale=first["log_scale"], steps=first["steps"], m_init=m_init,
                               m_star=m_star, target_source=target_source, rows=group, targets=targets,
-                              unscored=unscored)
+                              unscored=unscored, code_version=first["code_version"],
+                              stale=stale_by_task[(task, suite)])
         by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             if row_schedule(r) not in unscored:

@@ -41,6 +41,7 @@ from tunefree.bench.report.scoring import (
     TaskSummary,
     describe_schedule,
     profile_columns,
+    row_label,
     row_schedule,
     schedule_label,
     trials_profile,
@@ -254,6 +255,19 @@ def _figure(fig: Any, folder: Path, name: str, alt: str) -> Figure:
     return Figure(alt=alt, path=f"figures/{name}", data=data)
 
 
+def stale_text(ts: TaskSummary) -> str:
+    """What the report says about runs of older code versions of a task: which, and how to re-measure."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in ts.stale:
+        counts[row_label(row)] += 1
+    listed = ", ".join(f"{label} ({n})" for label, n in sorted(counts.items()))
+    versions = ", ".join(sorted({r["code_version"] for r in ts.stale}))
+    return (f"{len(ts.stale)} stale run(s) not scored: measured with an older code version ({versions}) of this "
+            f"task or of the optimizers than the newest, {ts.code_version}, which alone is scored here "
+            f"(and in m_init and m*). Stale: {listed}. Re-running the sweep command with these optimizers "
+            f"re-measures them at the current version.")
+
+
 def _task_blocks(ts: TaskSummary, folder: Path) -> list[Block]:
     slug = f"{ts.task}-{ts.suite}".replace("/", "_").replace(" ", "_")
     direction = "higher is better" if ts.higher_is_better else "lower is better"
@@ -263,6 +277,8 @@ def _task_blocks(ts: TaskSummary, folder: Path) -> list[Block]:
             + ("; ".join(targets) or "no setting scored"))
     blocks: list[Block] = [Heading(f"{ts.task} [{ts.suite}]"), Paragraph.of(info)]
     blocks += [Paragraph.of(_unscored_text(ts, schedule), bold=True) for schedule in ts.unscored]
+    if ts.stale:
+        blocks.append(Paragraph.of(stale_text(ts), bold=True))
     if ts.optimizers:  # else nothing is scored on this task (its runs are in runs.csv)
         raw_header, raw_body = _raw_table(ts)
         blocks += [

@@ -9,6 +9,7 @@ optimizer and the loop; a task never sees the optimizer.
 from __future__ import annotations
 
 import abc
+import math
 import os
 import tempfile
 import zipfile
@@ -30,6 +31,64 @@ class Budget:
 
     steps: int
     eval_every: int
+
+
+@dataclass(frozen=True)
+class DivergenceRule:
+    """When a run counts as diverged: the runner feeds it every step's training loss.
+
+    A run diverges when a training loss is NaN/Inf, or when the exponential moving average of the
+    training loss, ``ema_t = smoothing * ema_{t-1} + (1 - smoothing) * loss_t`` (``ema_1 = loss_1``),
+    exceeds ``reference + (factor - 1) * |reference|`` (``factor x reference`` for a positive loss),
+    where ``reference`` is the mean training loss over the first ``window`` steps; nothing but
+    non-finite values is judged before the window is complete. Single mini-batch losses are noisy (with
+    batch size 1 near the optimum one batch's loss can be 100x another's), so neither side of the
+    comparison uses one batch alone. ``factor=math.inf`` keeps only the non-finite rule. The runner also
+    stores a run as diverged when an evaluation returns a non-finite metric or the optimizer refuses a
+    non-finite step (``FloatingPointError``).
+    """
+
+    factor: float = 10.0
+    smoothing: float = 0.9
+    window: int = 20
+
+    def __post_init__(self) -> None:
+        if not (self.factor > 1.0):  # also refuses NaN
+            raise ValueError(f"DivergenceRule factor must be > 1 (or math.inf), got {self.factor!r}")
+        if not (0.0 <= self.smoothing < 1.0):
+            raise ValueError(f"DivergenceRule smoothing must be in [0, 1), got {self.smoothing!r}")
+        if not (isinstance(self.window, int) and self.window >= 1):
+            raise ValueError(f"DivergenceRule window must be an integer >= 1, got {self.window!r}")
+
+    def monitor(self) -> "DivergenceMonitor":
+        """A fresh monitor of one run under this rule."""
+        return DivergenceMonitor(self)
+
+
+class DivergenceMonitor:
+    """The state of :class:`DivergenceRule` over one run: :meth:`update` with each step's loss."""
+
+    def __init__(self, rule: DivergenceRule) -> None:
+        self.rule = rule
+        self.steps = 0
+        self.ema = math.nan
+        self.total = 0.0
+        self.reference: float | None = None
+
+    def update(self, loss: float) -> bool:
+        """Take one step's training loss; True when the run has diverged."""
+        if not math.isfinite(loss):
+            return True
+        self.steps += 1
+        self.ema = loss if self.steps == 1 else self.rule.smoothing * self.ema + (1 - self.rule.smoothing) * loss
+        if self.reference is None:
+            self.total += loss
+            if self.steps < self.rule.window:
+                return False
+            self.reference = self.total / self.steps
+        if math.isinf(self.rule.factor):
+            return False
+        return self.ema > self.reference + (self.rule.factor - 1.0) * abs(self.reference)
 
 
 @dataclass
@@ -69,7 +128,8 @@ class Task(abc.ABC):
     ``log10(f - f*)`` (already in log form). ``budgets`` maps a suite name ("quick", "standard") to the
     :class:`Budget` of a run in that suite; a task absent from a suite's mapping is not part of it.
     ``optimizer_kwargs`` holds per-optimizer settings the task was designed with (e.g. MoMo's
-    ``lower_bound`` when the loss floor is known), keyed by registry name.
+    ``lower_bound`` when the loss floor is known), keyed by registry name. ``divergence`` is the rule
+    that decides when a run has diverged (:class:`DivergenceRule`).
     """
 
     name: str
@@ -80,6 +140,7 @@ class Task(abc.ABC):
     log_scale: bool = False
     zero_install: bool = True
     optimizer_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    divergence: DivergenceRule = DivergenceRule()
 
     def check_available(self) -> None:
         """Raise :class:`TaskUnavailable` (with install instructions) if the data is missing."""
