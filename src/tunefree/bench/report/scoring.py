@@ -91,6 +91,8 @@ class OptimizerSummary:
     w95_bootstrap: np.ndarray | None = None
     #: the learning-rate schedule of the runs ("constant" or e.g. "cosine:0.05"): the setting scored in
     schedule: str = "constant"
+    #: mean steps per run (a diverged run stops early): with the per-step costs, the cost of one trial
+    steps_per_run: float = math.nan
 
 
 @dataclass
@@ -245,6 +247,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         seeds_per_point=(min(len(p) for p in run_scores), max(len(p) for p in run_scores)),
         grid_holes=_grid_holes(exps, spacing),
         run_scores=run_scores,
+        steps_per_run=steps_done / len(rows),
     )
 
 
