@@ -229,8 +229,9 @@ def aggregate_note(tasks: list[TaskSummary]) -> str:
     counts = {len(items) for items in _by_label(tasks).values()}
     if len(set(missing.values())) == 1 and len(counts) == 1:
         single = next(iter(missing.values()))
+        who = "every optimizer" if len(missing) == len(_by_label(tasks)) else ", ".join(sorted(missing))
         return (f"95% CI n/a: {single}/{next(iter(counts))} tasks with 1 seed (an interval needs at least two "
-                f"seeds on every task) for {'every optimizer' if len(missing) == len(_by_label(tasks)) else ', '.join(sorted(missing))}.")
+                f"seeds on every task) for {who}.")
     parts = ", ".join(f"{label} {n}/{len(_by_label(tasks)[label])}" for label, n in sorted(missing.items()))
     return f"95% CI n/a where a task has 1 seed (an interval needs at least two); tasks with 1 seed: {parts}."
 
@@ -329,7 +330,8 @@ def _task_blocks(ts: TaskSummary, folder: Path) -> list[Block]:
                  Paragraph.of("Seed-mean final validation metric per grid point (fail = a seed diverged or errored):"),
                  Table.of(raw_header, raw_body)]
         made = [("curves", F.figure_learning_curves(ts)), ("stats", F.figure_stats(ts))]
-        more += [_figure(fig, folder, f"{slug}-{kind}.png", f"{ts.task} {kind}") for kind, fig in made if fig is not None]
+        more += [_figure(fig, folder, f"{slug}-{kind}.png", f"{ts.task} {kind}")
+                 for kind, fig in made if fig is not None]
     errors = [r for r in ts.rows if r["status"] == "error"]
     if errors:
         more += [Paragraph.of(f"{len(errors)} run(s) failed with an error; first traceback:"),
@@ -357,7 +359,9 @@ def _ranking_blocks(tasks: list[TaskSummary], schedule: str) -> list[Block]:
     def ratio_mark(values: dict[str, float], label: str) -> str:
         if len(set(values.values())) < 2 or label not in values:
             return ""
-        return "best" if values[label] == min(values.values()) else "worst" if values[label] == max(values.values()) else ""
+        if values[label] == min(values.values()):
+            return "best"
+        return "worst" if values[label] == max(values.values()) else ""
 
     rows = []
     for s in ranked:
@@ -365,7 +369,8 @@ def _ranking_blocks(tasks: list[TaskSummary], schedule: str) -> list[Block]:
                                                                  if s.reached < s.n_tasks else "")
         rows.append([
             Cell(str(s.rank), sort=s.rank), s.label, "baseline" if s.baseline else "adaptive",
-            Cell(f"{s.one_shot}/{s.n_tasks}", sort=s.one_shot / max(s.n_tasks, 1), mark=marks["one_shot"].get(s.label, "")),
+            Cell(f"{s.one_shot}/{s.n_tasks}", sort=s.one_shot / max(s.n_tasks, 1),
+                 mark=marks["one_shot"].get(s.label, "")),
             Cell(runs, sort=s.key("runs"), mark=marks["runs"].get(s.label, "")),
             Cell(f"{s.w95:.2g}", sort=s.w95, mark=marks["w95"].get(s.label, "")),
             _ratio_cell(s.cpu_ratio, ratio_mark(cpu, s.label)), _ratio_cell(s.grad_ratio, ratio_mark(grad, s.label)),
