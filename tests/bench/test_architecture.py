@@ -28,9 +28,9 @@ BENCH_LAYERS: tuple[tuple[str, ...], ...] = (
     ("tunefree.bench.custom", "tunefree.bench.resolve"),  # make_task; names -> objects, code versions
     ("tunefree.bench.plan",),  # grid planning (pure)
     ("tunefree.bench.runner", "tunefree.bench.executors", "tunefree.bench.ledger"),  # peers: never each other
-    ("tunefree.bench.report.document", "tunefree.bench.report.scoring"),
+    ("tunefree.bench.report.document", "tunefree.bench.report.scoring", "tunefree.bench.report.palette"),
     ("tunefree.bench.report.options",),  # which settings form a sweep of one option (--vary)
-    ("tunefree.bench.report.figures",),
+    ("tunefree.bench.report.figures", "tunefree.bench.report.ranking"),
     ("tunefree.bench.report.sections",),
     ("tunefree.bench.report",),  # write_report
     ("tunefree.bench.sweep",),  # the orchestrator

@@ -94,6 +94,8 @@ class OptimizerSummary:
     schedule: str = "constant"
     #: canonical JSON of the runs' extra optimizer options ("{}" for none)
     kwargs: str = "{}"
+    #: mean steps per run (a diverged run stops early): with the per-step costs, the cost of one trial
+    steps_per_run: float = math.nan
 
 
 @dataclass
@@ -267,6 +269,7 @@ def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, 
         seeds_per_point=(min(len(p) for p in run_scores), max(len(p) for p in run_scores)),
         grid_holes=_grid_holes(exps, spacing),
         run_scores=run_scores,
+        steps_per_run=steps_done / len(rows),
     )
 
 
