@@ -85,6 +85,12 @@ def make_slow_task() -> TinyTask:
     return make_tiny_task(steps=30, sleep=0.01, name="tiny_slow")
 
 
+def make_slower_task() -> TinyTask:
+    """~1.5 s per run: a 30-run sweep on 2 workers lasts ~20 s, so a test can start a second sweep (a fresh
+    interpreter importing torch, several seconds on a loaded machine) and still interrupt the first."""
+    return make_tiny_task(steps=30, sleep=0.05, name="tiny_slower")
+
+
 @pytest.fixture
 def tiny_task() -> TinyTask:
     return make_tiny_task()

@@ -263,7 +263,7 @@ def _assert_gone(pids: list[int], within: float = 10.0) -> None:
 
 
 def _slow_sweep(out: Path, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "tunefree.cli", "bench", "--task", f"{TASK_FILE}:make_slow_task",
+    return [sys.executable, "-m", "tunefree.cli", "bench", "--task", f"{TASK_FILE}:make_slower_task",
             "--optimizers", "sgd", "adam", "--seeds", "3", "--workers", str(workers), "--out", str(out),
             "--no-report", "--no-progress"]
 
