@@ -282,8 +282,11 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 @needs_proc
 def test_sigint_stops_in_seconds_with_one_line_and_a_second_sweep_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # its own group: the SIGINT below is a terminal's Ctrl-C. A shell's background job (how CI may start
+    # the tests) ignores SIGINT and children inherit that, so give the sweep a terminal's default.
     proc = subprocess.Popen(_slow_sweep(out), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own group: the SIGINT below is a terminal's Ctrl-C
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_runs(proc, out, 2)
         second = subprocess.run(_slow_sweep(out, workers=1), env=ENV, capture_output=True, text=True, timeout=60)
