@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS runs (
     losses TEXT NOT NULL,
     evals TEXT NOT NULL,
     stats TEXT NOT NULL,
+    alerts TEXT,
     spec TEXT NOT NULL,
     finished_at TEXT NOT NULL
 );
@@ -80,6 +81,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 #: columns added after the first schema: (name, declaration used by ALTER TABLE on an older ledger)
 _ADDED_COLUMNS = (
     ("schedule", "TEXT NOT NULL DEFAULT 'constant'"),
+    # the run's watcher alerts as JSON [[step, code, message], ...]; NULL: recorded before runs were watched
+    ("alerts", "TEXT"),
 )
 
 #: scalar columns exported to CSV (the traces stay in the database)
@@ -87,7 +90,7 @@ CSV_COLUMNS = (
     "run_id", "task", "suite", "optimizer", "lr", "lr_exp", "default_lr", "seed", "kwargs", "schedule", "steps",
     "eval_every", "code_version", "baseline", "metric", "higher_is_better", "log_scale", "status",
     "diverged_step", "steps_done", "grad_evals", "wall_s", "cpu_s", "init_val", "final_val",
-    "final_test", "final_val_all", "final_test_all", "finished_at", "error",
+    "final_test", "final_val_all", "final_test_all", "alerts", "finished_at", "error",
 )
 
 
@@ -175,6 +178,7 @@ class Ledger:
             "losses": json.dumps([result.loss_steps, result.losses]),
             "evals": json.dumps(result.evals),
             "stats": json.dumps({k: [list(s), list(v)] for k, (s, v) in result.stats.items()}),
+            "alerts": None if result.alerts is None else json.dumps([list(a) for a in result.alerts]),
             "spec": json.dumps(spec.to_dict()),
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -220,7 +224,7 @@ class Ledger:
         out = []
         for values in cursor:
             row = dict(zip(names, values))
-            for key in ("final_val_all", "final_test_all", "losses", "evals", "stats", "spec"):
+            for key in ("final_val_all", "final_test_all", "losses", "evals", "stats", "spec", "alerts"):
                 row[key] = json.loads(row[key]) if row[key] is not None else None
             for key in ("baseline", "higher_is_better", "log_scale"):
                 row[key] = bool(row[key])

@@ -226,6 +226,8 @@ class RunResult:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     #: {stat name: (steps, values)}
     stats: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    #: alerts of the run's watcher (tunefree.watch): [(step, code, message)]; None where none was attached
+    alerts: list[tuple[int, str, str]] | None = None
     final_val: dict[str, float] | None = None
     final_test: dict[str, float] | None = None
     wall_s: float = 0.0

@@ -25,6 +25,11 @@ the method: for SGD/Adam/AdamW it is the step size; for MoMo it is the cap on th
 the group ``lr`` is only the starting rate ``eta_0`` (read at the first step), so the schedule changes that
 and GALA's adapted rate ignores it; Schedule-Free is meant to run without a schedule. A constant schedule
 creates no scheduler at all, so constant-lr runs are unchanged.
+
+Every run is watched by :func:`tunefree.watch` (``every=WATCH_EVERY`` steps, no sinks, no warnings): the
+alerts it raises, ``(step, code, message)``, are part of the result (``RunResult.alerts``), so the ledger, the
+CSV and the report show where the adaptation degenerated. The watcher only reads what the optimizer already
+computed; it does not change the trajectory (tested).
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from tunefree.bench.resolve import resolve_optimizer, resolve_task
 from tunefree.bench.tasks.base import Task
 
 __all__ = ["RunResult", "run_one", "subsample", "lr_multiplier", "warmup_steps", "make_scheduler",
-           "MAX_TRACE_POINTS", "MissingMetric"]
+           "MAX_TRACE_POINTS", "WATCH_EVERY", "MissingMetric", "attach_watcher"]
 
 #: per-step traces longer than this are subsampled before storage (the ledger stays small)
 MAX_TRACE_POINTS = 512
+#: the watcher of every run reads the optimizer's stats every this many steps (tunefree.watch's default)
+WATCH_EVERY = 10
 
 
 def subsample(steps: list[int], values: list[float], limit: int = MAX_TRACE_POINTS) -> tuple[list[int], list[float]]:
@@ -156,6 +163,17 @@ def run_one(spec: RunSpec, task: Task | None = None) -> RunResult:
     return result
 
 
+def attach_watcher(opt: torch.optim.Optimizer) -> Any:
+    """A silent :func:`tunefree.watch` of ``opt`` (no sinks, no warnings: the alerts are only recorded),
+    or None for an optimizer the watcher cannot hook (not a ``torch.optim.Optimizer``)."""
+    from tunefree.monitor import watch
+
+    try:
+        return watch(opt, every=WATCH_EVERY, sinks=[], warn=False)
+    except TypeError:
+        return None
+
+
 def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     task = task if task is not None else resolve_task(spec.task_ref or spec.task)
     entry = resolve_optimizer(spec.optimizer, spec.optimizer_ref)  # a fresh worker imports a user's one
@@ -164,6 +182,17 @@ def _train(spec: RunSpec, task: Task | None, result: RunResult) -> None:
     kwargs = {**task.optimizer_kwargs.get(spec.optimizer, {}), **spec.kwargs_dict}
     opt = entry.create(inst.model.parameters(), lr=spec.lr, **kwargs)
     scheduler = make_scheduler(opt, spec)
+    watcher = attach_watcher(opt)
+    try:
+        _loop(spec, task, inst, opt, scheduler, entry, result)
+    finally:  # the alerts of a run that diverged or failed are kept too: they may say why
+        if watcher is not None:
+            watcher.close()
+            result.alerts = [(int(a.step), str(a.code), str(a.message)) for a in watcher.alerts]
+
+
+def _loop(spec: RunSpec, task: Task, inst: Any, opt: torch.optim.Optimizer, scheduler: Any, entry: Any,
+          result: RunResult) -> None:
     trace_keys = tuple(spec.trace_stats) or entry.trace_stats
 
     # step 0: the metric at initialisation is m_init of the normalised score; then train mode, which

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tunefree.bench.report.options import OptionSweep
-from tunefree.bench.report.palette import style
+from tunefree.bench.report.palette import ALERT_COLOR, style
 from tunefree.bench.report.scoring import (
     PROFILE_TAU_MAX,
     TARGET,
@@ -25,6 +25,7 @@ from tunefree.bench.report.scoring import (
     TaskSummary,
     profile_columns,
     row_label,
+    rows_at,
     trials_profile,
 )
 
@@ -90,10 +91,7 @@ def figure_lr_sensitivity(ts: TaskSummary) -> Any:
 
 
 def _pick_rows(ts: TaskSummary, opt: OptimizerSummary, exp: float | None) -> list[dict[str, Any]]:
-    if exp is None:
-        return []
-    return sorted((r for r in ts.rows if row_label(r) == opt.label and round(r["lr_exp"], 6) == exp),
-                  key=lambda r: r["seed"])
+    return rows_at(ts, opt.label, exp)
 
 
 def seed_curve(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -186,8 +184,9 @@ def figure_stats(ts: TaskSummary) -> Any | None:
     for opt in ts.optimizers:
         rows = _pick_rows(ts, opt, 0.0)
         if rows and rows[0]["stats"]:
+            alerts = [(int(step), str(code)) for step, code, _ in rows[0].get("alerts") or []]
             for key, (steps, values) in sorted(rows[0]["stats"].items()):
-                traces.append((opt.label, key, steps, values, rows[0]["lr"]))
+                traces.append((opt.label, key, steps, values, rows[0]["lr"], alerts))
     if not traces:
         return None
     ncols = min(3, len(traces))
@@ -197,10 +196,16 @@ def figure_stats(ts: TaskSummary) -> Any | None:
                                  squeeze=False)
         for ax in axes.flat[len(traces):]:
             ax.set_visible(False)
-        for ax, (label, key, steps, values, lr) in zip(axes.flat, traces):
+        for ax, (label, key, steps, values, lr, alerts) in zip(axes.flat, traces):
             st = style(label)
             ax.plot(steps, values, lw=1.3, color=st.color, ls=st.linestyle, gid=label)
-            ax.set_title(f"{label}: {key}\n(lr {lr:.3g})", fontsize=10)
+            # each alert of the run: a dotted line at the step it fired, its code at the top of the panel
+            for step, code in alerts:
+                ax.axvline(step, color=ALERT_COLOR, ls=":", lw=1.0, gid=f"alert {code}")
+                ax.annotate(code, xy=(step, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                            textcoords="offset points", va="top", fontsize=9, color=ALERT_COLOR, rotation=90)
+            shown = f", {len(alerts)} alert{'s' if len(alerts) != 1 else ''}" if alerts else ""
+            ax.set_title(f"{label}: {key}\n(lr {lr:.3g}{shown})", fontsize=10)
             ax.set_xlabel("step")
             ax.tick_params(labelsize=9)
             vals = np.asarray(values, dtype=float)
@@ -208,7 +213,7 @@ def figure_stats(ts: TaskSummary) -> Any | None:
             if vals.size and np.all(vals > 0) and vals.max() / max(vals.min(), 1e-300) > 100:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
-        fig.suptitle(f"{ts.task}: adaptive quantities at the default lr (first seed)")
+        fig.suptitle(f"{ts.task}: adaptive quantities at the default lr (first seed; dotted: watcher alerts)")
         fig.tight_layout()
     return fig
 

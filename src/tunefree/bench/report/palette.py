@@ -13,7 +13,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["Style", "style", "KNOWN"]
+__all__ = ["Style", "style", "KNOWN", "ALERT_COLOR"]
+
+#: watcher alerts in the stats figures: black dotted lines, apart from every optimizer's colour
+ALERT_COLOR = "#000000"
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from tunefree.bench.records import DEFAULT_WARMUP, parse_schedule
 __all__ = ["TARGET", "BEST_OF", "HIT_WITHIN", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "PROFILE_TAU_MAX",
            "OptimizerSummary", "TaskSummary", "select_rows", "split_versions",
            "row_schedule", "row_label", "schedule_label",
-           "describe_schedule", "summarise", "trials_profile", "profile_columns", "w95_interval"]
+           "describe_schedule", "summarise", "trials_profile", "profile_columns", "w95_interval",
+           "rows_at", "DefaultAlerts", "default_alerts"]
 
 #: score threshold of "as good as the best tuned baseline" (W95, trials and steps to target)
 TARGET = 0.95
@@ -143,6 +144,45 @@ def row_label(row: dict[str, Any]) -> str:
     suffix = schedule_label(row_schedule(row))
     name = f"{row['optimizer']}+{suffix}" if suffix else row["optimizer"]
     return name if row["kwargs"] in ("{}", "", None) else f"{name} {row['kwargs']}"
+
+
+def rows_at(ts: "TaskSummary", label: str, exp: float | None) -> list[dict[str, Any]]:
+    """The task's scored runs of the setting ``label`` at lr exponent ``exp`` (0: the default lr), by seed."""
+    if exp is None:
+        return []
+    return sorted((r for r in ts.rows if row_label(r) == label and round(r["lr_exp"], 6) == exp),
+                  key=lambda r: r["seed"])
+
+
+@dataclass
+class DefaultAlerts:
+    """The watcher alerts of one setting's runs at its default lr on one task."""
+
+    runs: int  # runs at the default lr
+    recorded: int  # of those, runs whose alerts were recorded (ledgers before 0.2.0 have none)
+    #: alert code -> (runs that raised it, first step it fired at in any of them)
+    codes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (seed, step, code) of every alert, in seed order
+    alerts: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def default_alerts(ts: "TaskSummary") -> dict[str, DefaultAlerts]:
+    """Per scored setting of the task (constant lr and schedules alike): the alerts at its default lr."""
+    out: dict[str, DefaultAlerts] = {}
+    for opt in ts.optimizers:
+        rows = rows_at(ts, opt.label, 0.0)
+        if not rows:
+            continue
+        found = DefaultAlerts(runs=len(rows), recorded=sum(r.get("alerts") is not None for r in rows))
+        for row in rows:
+            seen: set[str] = set()
+            for step, code, _message in row.get("alerts") or []:
+                found.alerts.append((int(row["seed"]), int(step), str(code)))
+                count, first = found.codes.get(code, (0, int(step)))
+                found.codes[code] = (count + (code not in seen), min(first, int(step)))
+                seen.add(code)
+        out[opt.label] = found
+    return out
 
 
 def split_versions(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

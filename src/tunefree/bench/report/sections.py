@@ -48,6 +48,7 @@ from tunefree.bench.report.scoring import (
     TARGET,
     OptimizerSummary,
     TaskSummary,
+    default_alerts,
     describe_schedule,
     profile_columns,
     row_label,
@@ -438,6 +439,42 @@ def _ranking_blocks(tasks: list[TaskSummary], schedule: str) -> list[Block]:
             Table.of(header, rows, note=note)]
 
 
+_ALERTS_TEXT = (
+    "Every run is watched by tunefree.watch (every 10 steps, as a user's run would be; see docs/monitoring.md). "
+    "Per setting and task: the alerts raised by its runs at the default lr, as code, runs that raised it / runs, "
+    "and the first step it fired at; 'none': no alert in any run. An alert is a statement about the run (cap_bound: "
+    "the adaptive step sat at its lr cap, so the method ran as SGD-M/Adam at lr = cap), not by itself a failure: "
+    "read it beside the score. The stats figures of each task mark the first seed's alerts."
+)
+
+
+def _alert_cell(found: Any) -> Cell:
+    if found is None:
+        return Cell("-", sort=None)
+    if not found.recorded:
+        return Cell("not recorded", sort=None)
+    if not found.codes:
+        return Cell("none", sort=0)
+    text = "; ".join(f"{code} {count}/{found.recorded} (step {first})"
+                     for code, (count, first) in sorted(found.codes.items()))
+    return Cell(text, sort=sum(count for count, _ in found.codes.values()))
+
+
+def _alert_blocks(tasks: list[TaskSummary]) -> list[Block]:
+    """Section "Adaptation alerts at the default lr": one row per setting, one column per task."""
+    per_task = {ts.task + (f" [{ts.suite}]" if len({t.suite for t in tasks}) > 1 else ""): default_alerts(ts)
+                for ts in tasks}
+    if not any(found.recorded for alerts in per_task.values() for found in alerts.values()):
+        return []  # a ledger from before runs were watched
+    labels = sorted({label for alerts in per_task.values() for label in alerts})
+    rows = [[label] + [_alert_cell(per_task[task].get(label)) for task in per_task] for label in labels]
+    total = sum(len(found.alerts) for alerts in per_task.values() for found in alerts.values())
+    runs = sum(found.recorded for alerts in per_task.values() for found in alerts.values())
+    lead = f"{total} alert{'s' if total != 1 else ''} in {runs} watched run{'s' if runs != 1 else ''} at the default lr."
+    return [Heading("Adaptation alerts at the default lr"), Paragraph.of(lead + " " + _ALERTS_TEXT),
+            Table.of(["optimizer", *per_task], rows)]
+
+
 def _scope_text(tasks: list[TaskSummary], all_rows: list[dict[str, Any]]) -> str:
     suites = sorted({ts.suite for ts in tasks})
     labels = sorted({o.label for ts in tasks for o in ts.optimizers})
@@ -469,6 +506,7 @@ def report_blocks(folder: Path, tasks: list[TaskSummary], all_rows: list[dict[st
         if any(ts.optimizers for ts in tasks):
             blocks.append(_figure(F.figure_profile(tasks), folder, "performance-profile.png", "performance profile"))
         blocks.append(Details("Every measure over tasks", (Table.of(header, rows, note=aggregate_note(tasks)),)))
+        blocks += _alert_blocks(tasks)
     else:
         blocks.append(Paragraph.of("No runs in the ledger yet."))
     blocks += _option_blocks(tasks, folder)
