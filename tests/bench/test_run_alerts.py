@@ -12,8 +12,8 @@ from conftest import TinyTask, make_tiny_task
 
 from tunefree.bench import Ledger, run_sweep
 from tunefree.bench import runner as runner_mod
-from tunefree.bench.report import write_report
 from tunefree.bench.report import figures as F
+from tunefree.bench.report import write_report
 from tunefree.bench.report.scoring import default_alerts, summarise
 from tunefree.bench.runner import run_one
 from tunefree.bench.sweep import build_specs

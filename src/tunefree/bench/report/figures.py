@@ -24,7 +24,6 @@ from tunefree.bench.report.scoring import (
     OptimizerSummary,
     TaskSummary,
     profile_columns,
-    row_label,
     rows_at,
     trials_profile,
 )

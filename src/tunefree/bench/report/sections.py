@@ -470,7 +470,8 @@ def _alert_blocks(tasks: list[TaskSummary]) -> list[Block]:
     rows = [[label] + [_alert_cell(per_task[task].get(label)) for task in per_task] for label in labels]
     total = sum(len(found.alerts) for alerts in per_task.values() for found in alerts.values())
     runs = sum(found.recorded for alerts in per_task.values() for found in alerts.values())
-    lead = f"{total} alert{'s' if total != 1 else ''} in {runs} watched run{'s' if runs != 1 else ''} at the default lr."
+    lead = (f"{total} alert{'s' if total != 1 else ''} in {runs} watched run{'s' if runs != 1 else ''}"
+            " at the default lr.")
     return [Heading("Adaptation alerts at the default lr"), Paragraph.of(lead + " " + _ALERTS_TEXT),
             Table.of(["optimizer", *per_task], rows)]
 
