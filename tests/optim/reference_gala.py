@@ -36,7 +36,7 @@ class GALAReference(Reference):
         self.alignment = alignment or ("start" if sgd else "direction")
         self.curvature = curvature or ("rayleigh" if sgd else "norm")
         self.surrogate = surrogate
-        self.lr_growth = lr_growth if lr_growth is not None else (2.0 if sgd else math.inf)
+        self.lr_growth = lr_growth if lr_growth is not None else (1.5 if sgd else math.inf)
         self.t = 0
         self.A = self.B = 0.0
         self.eta = None
@@ -96,13 +96,14 @@ class GALAReference(Reference):
             b = L * u_sq
             if self.surrogate == "normalised":
                 a, b = (a / u_sq, L) if u_sq > 0 else (0.0, 0.0)
-            if math.isfinite(a) and math.isfinite(b) and math.isfinite(diff_sq):
+            finite = math.isfinite(a) and math.isfinite(b) and math.isfinite(diff_sq)
+            if finite:
                 self.A += a
                 self.B += b
                 if dx_sq > 0:
                     self.L_last = L
             den = self.delta + self.B
-            if den > 0:
+            if finite and den > 0:  # a dropped feedback leaves eta as it was
                 new = min(max((self.delta * eta0 + self.A) / den, self.lr_min), self.lr_max)
                 self.eta = min(new, self.lr_growth * self.eta) if self.eta > 0 else new
             self.L, self.a = L, a

@@ -232,6 +232,18 @@ def test_eta_can_leave_zero(last_curvature) -> None:
 
 
 # ---------------------------------------------------------------------------------------- alignment option
+@pytest.mark.parametrize("base, expected", [
+    ("sgd", dict(alignment="start", curvature="rayleigh", lr_growth=1.5)),
+    ("adam", dict(alignment="direction", curvature="norm", lr_growth=math.inf)),
+])
+def test_defaults_are_per_base_and_explicit_values_win(base: str, expected: dict) -> None:
+    """The documented per-base defaults (docs/optimizers-defaults.md), and an explicit value overrides each."""
+    group = GALA(make_model().parameters(), base=base).param_groups[0]
+    assert {key: group[key] for key in expected} == expected
+    group = GALA(make_model().parameters(), base=base, lr_growth=3.0, curvature="norm").param_groups[0]
+    assert (group["lr_growth"], group["curvature"]) == (3.0, "norm")
+
+
 def test_same_batch_alignment_is_refused_with_adam_and_must_agree_across_groups() -> None:
     with pytest.raises(ValueError, match="alignment"):
         GALA(make_model().parameters(), lr=1e-3, base="adam", alignment="same_batch")
@@ -483,7 +495,7 @@ def test_quadratic_same_batch_alignment_is_consistent_and_less_conservative() ->
 # exact line search of the quadratic model along u (the paper form measures a at x_t, which already contains
 # the step's own curvature term once, and uses ||H u|| / ||u|| >= the Rayleigh quotient).
 def test_start_rayleigh_plain_sgd_meets_the_acceptance_on_the_quadratic() -> None:
-    result = _results("quadratic", "sgd", "start", 0.0, "rayleigh", 2.0)
+    result = _results("quadratic", "sgd", "start", 0.0, "rayleigh", 1.5)
     lrs = [result["gala"][lr0][1] for lr0 in STARTS]
     assert _spread(lrs) <= 3
     assert all(result["best_lr"] / 3 < lr < 3 * result["best_lr"] for lr in lrs)
@@ -491,14 +503,15 @@ def test_start_rayleigh_plain_sgd_meets_the_acceptance_on_the_quadratic() -> Non
 
 
 def test_start_rayleigh_momentum_base_is_far_less_conservative_on_the_quadratic() -> None:
-    """Within 3x from every start (lr 0.18-0.52), 1.5-8x the paper form's, and a loss 6-150x lower, still short of the
+    """Within 3.5x from every start (lr 0.16-0.52 at the default growth 1.5: 3.2x; growth 2 gave 0.18-0.52, 2.9x,
+    the slower climb costs the small starts), 3-5x the paper form's, and a loss 4.7-54x lower, still short of the
     heavy-ball optimum (lr 3.2, loss 1e-13): a one-step surrogate cannot see what momentum gains later."""
-    result = _results("quadratic", "sgd", "start", 0.9, "rayleigh", 2.0)
+    result = _results("quadratic", "sgd", "start", 0.9, "rayleigh", 1.5)
     paper_form = _results("quadratic", "sgd")
     lrs = [result["gala"][lr0][1] for lr0 in STARTS]
-    assert _spread(lrs) <= 3
+    assert _spread(lrs) <= 3.5
     for lr0 in STARTS:
-        assert result["gala"][lr0][0] < 0.2 * paper_form["gala"][lr0][0]
+        assert result["gala"][lr0][0] < 0.25 * paper_form["gala"][lr0][0]
     assert min(result["gala"][lr0][0] for lr0 in STARTS) > 1e3 * result["best"]
 
 
@@ -515,7 +528,7 @@ def test_start_rayleigh_momentum_base_settles_at_the_best_fixed_rate_on_the_mlp(
     """Starts <= 0.1: final lr within 3x of the best fixed SGD-M rate (the paper form collapses to 0 here),
     loss within 4x of tuned SGD-M (not the 2x of the stated acceptance). Start 1 (known failure): the
     un-adapted first step blows the loss up and the run does not recover (lr 0.0024, loss about 2000x)."""
-    result = _results("mlp", "sgd", "start", 0.9, "rayleigh", 2.0)
+    result = _results("mlp", "sgd", "start", 0.9, "rayleigh", 1.5)
     small = STARTS[:5]
     lrs = [result["gala"][lr0][1] for lr0 in small]
     assert _spread(lrs) <= 3
