@@ -134,8 +134,13 @@ Base = Literal["sgd", "adam"]
 Alignment = Literal["direction", "same_batch", "start"]
 Surrogate = Literal["sum", "normalised"]
 Curvature = Literal["norm", "rayleigh"]
-#: the SGD base's default bound on the per-step growth of the adapted rate (docs/optimizers-defaults.md)
-SGD_LR_GROWTH = 1.5
+#: the measured default of each base for the options left None (docs/optimizers-defaults.md): SGD-momentum gains
+#: from the start alignment, the secant curvature and a growth bound of 1.5 per step; the Adam base measured better
+#: in the paper form
+_BASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sgd": {"alignment": "start", "curvature": "rayleigh", "lr_growth": 1.5},
+    "adam": {"alignment": "direction", "curvature": "norm", "lr_growth": math.inf},
+}
 #: hyperparameters that describe the one global learning rate: they must agree across param groups
 _GLOBAL_KEYS = ("base", "alignment", "surrogate", "curvature", "delta", "lr_min", "lr_max", "lr_growth")
 #: hyperparameters that only one base uses: the param groups of the other base do not carry them, so that
@@ -235,12 +240,10 @@ class GALA(TunefreeOptimizer):
         nonfinite: str = "raise",
         process_group: Any = "auto",
     ) -> None:
-        # None: the measured default of the base (docs/optimizers-defaults.md): SGD-momentum gains from the
-        # start alignment, secant curvature and bounded growth; the Adam base measured better in the paper form.
-        sgd_base = base == "sgd"
-        alignment = alignment if alignment is not None else ("start" if sgd_base else "direction")
-        curvature = curvature if curvature is not None else ("rayleigh" if sgd_base else "norm")
-        lr_growth = lr_growth if lr_growth is not None else (SGD_LR_GROWTH if sgd_base else math.inf)
+        per_base = _BASE_DEFAULTS["sgd" if base == "sgd" else "adam"]  # an unknown base fails in validate_group
+        alignment = alignment if alignment is not None else per_base["alignment"]
+        curvature = curvature if curvature is not None else per_base["curvature"]
+        lr_growth = lr_growth if lr_growth is not None else per_base["lr_growth"]
         defaults = dict(
             lr=lr, base=base, momentum=momentum, betas=tuple(betas) if isinstance(betas, (tuple, list)) else betas,
             eps=eps, weight_decay=weight_decay, delta=delta, lr_min=lr_min, lr_max=lr_max, alignment=alignment,
@@ -278,14 +281,14 @@ class GALA(TunefreeOptimizer):
                     f"{name}: {key} has no effect with base={group['base']!r} (it belongs to the other base); "
                     f"remove it from the param group"
                 )
-        sgd_base = group["base"] == "sgd"
-        alignment = group.setdefault("alignment", "start" if sgd_base else "direction")
+        per_base = _BASE_DEFAULTS[group["base"]]
+        alignment = group.setdefault("alignment", per_base["alignment"])
         if alignment not in ("direction", "same_batch", "start"):
             raise ValueError(f"{name}: alignment must be 'direction', 'same_batch' or 'start', got {alignment!r}")
         surrogate = group.setdefault("surrogate", "sum")
         if surrogate not in ("sum", "normalised"):
             raise ValueError(f"{name}: surrogate must be 'sum' or 'normalised', got {surrogate!r}")
-        curvature = group.setdefault("curvature", "rayleigh" if sgd_base else "norm")
+        curvature = group.setdefault("curvature", per_base["curvature"])
         if curvature not in ("norm", "rayleigh"):
             raise ValueError(f"{name}: curvature must be 'norm' or 'rayleigh', got {curvature!r}")
         if alignment == "same_batch" and group["base"] == "adam":
@@ -300,7 +303,7 @@ class GALA(TunefreeOptimizer):
         check_range(name, "delta", group["delta"], 0.0, high=math.inf, high_inclusive=False)
         lr_min = check_range(name, "lr_min", group["lr_min"], 0.0, high=math.inf, high_inclusive=False)
         check_range(name, "lr_max", group["lr_max"], lr_min, low_inclusive=True, finite=False)
-        group.setdefault("lr_growth", SGD_LR_GROWTH if sgd_base else math.inf)
+        group.setdefault("lr_growth", per_base["lr_growth"])
         check_range(name, "lr_growth", group["lr_growth"], 1.0, low_inclusive=True, finite=False)
         if group["lr_max"] <= 0:
             raise ValueError(f"{name}: lr_max must be > 0, got {group['lr_max']!r}")
