@@ -1,8 +1,9 @@
 """Step-time benchmark of tunefree's optimizers against torch's, side by side in one process.
 
-Every tunefree optimizer runs at its default settings twice: with the default NaN/Inf guard
-(``nonfinite="raise"``) and with it off (``nonfinite="off"``, as torch's optimizers), so the guard's
-overhead is read off side by side. ``--compiled`` adds ``torch.compile`` of each tunefree step (the
+Every tunefree optimizer runs at its default settings three times: with the default NaN/Inf guard
+(``nonfinite="raise"``), with it off (``nonfinite="off"``, as torch's optimizers), so the guard's
+overhead is read off side by side, and with the native CPU kernels turned off (``[foreach]``: what a
+machine without a C compiler runs). ``--compiled`` adds ``torch.compile`` of each tunefree step (the
 compiled route to a fused step; its warm-up is timed and reported).
 
 Parameter sets: ``resnet18`` (~11.7M, the conv/bn/fc tensor shapes of ResNet-18) and ``transformer``
@@ -38,6 +39,7 @@ from typing import Callable, Optional
 import torch
 
 import tunefree
+from tunefree.optim import native
 
 Shapes = list[tuple[int, ...]]
 
@@ -109,6 +111,21 @@ class AGDLoop(torch.optim.Optimizer):
                 p.addcdiv_(exp_avg, denom, value=-group["lr"] * math.sqrt(bc2) / bc1)
 
 
+class ForeachOnly:
+    """A tunefree optimizer whose steps run without the native CPU kernels (the foreach path, guard
+    included), as on a machine without a C compiler or with ``TUNEFREE_NATIVE=0``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def step(self, *args, **kwargs):
+        saved, native.ENABLED = native.ENABLED, False
+        try:
+            return self.optimizer.step(*args, **kwargs)
+        finally:
+            native.ENABLED = saved
+
+
 def optimizer_factories(compiled: bool = False) -> dict[str, tuple[str, Callable, bool]]:
     """name -> (minimal-traffic family, factory(params), needs a loss)."""
     table: dict[str, tuple[str, Callable, bool]] = {
@@ -124,6 +141,7 @@ def optimizer_factories(compiled: bool = False) -> dict[str, tuple[str, Callable
         needs_loss = bool(cls.needs_loss)
         table[f"tunefree {name}"] = (family, lambda p, cls=cls: cls(p), needs_loss)
         table[f"tunefree {name} [guard off]"] = (family, lambda p, cls=cls: cls(p, nonfinite="off"), needs_loss)
+        table[f"tunefree {name} [foreach]"] = (family, lambda p, cls=cls: ForeachOnly(cls(p)), needs_loss)
         if compiled:
             table[f"tunefree {name} [compiled]"] = (family, lambda p, cls=cls: cls(p, nonfinite="off"), needs_loss)
     table["AGD per-param loop (authors' form)"] = ("agd", lambda p: AGDLoop(p), False)
@@ -255,7 +273,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     lines = [f"{where}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (256 MiB), torch {torch.__version__}, "
              f"median of {args.repeats} x {args.steps} interleaved steps.", "", f"`{command}`", "",
              "tunefree rows are at default settings; `[guard off]` is `nonfinite=\"off\"`; guard = the default "
-             "row's time over the guard-off row's, minus 1. Words: fp32 reads + writes per element the method "
+             "row's time over the guard-off row's, minus 1; `[foreach]` is the default without the native CPU "
+             "kernels (no C compiler, or `TUNEFREE_NATIVE=0`): the foreach path and its sum-based guard. "
+             "Words: fp32 reads + writes per element the method "
              "needs at least; % of copy bw = those bytes / time / copy bandwidth.", ""]
     for set_name in args.sets:
         shapes = resnet18_shapes() if set_name == "resnet18" else transformer_shapes()

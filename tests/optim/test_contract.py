@@ -14,6 +14,7 @@ import torch
 
 import tunefree
 import tunefree.optim.kernels as kernels
+import tunefree.optim.native as native
 from tunefree import NonFiniteError
 
 from . import helpers
@@ -69,10 +70,16 @@ PARITY = [pytest.param(case, options, id=f"{case.name}[{option_id(options)}]")
           for case in CASES if case.reference is not None for options in case.options]
 
 
-@pytest.fixture(params=["cpu-blocks", "accelerator"])
+@pytest.fixture(params=["native", "cpu-blocks", "accelerator"])
 def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both code paths of the kernels, on this device: the eager CPU one (cache-sized blocks, per-tensor
-    ops) and the one a GPU or torch.compile takes (whole lists, flattened dot products)."""
+    """Every code path of the kernels, on this device: the native CPU kernels (fused C loops, where the
+    method has them; skipped without a C compiler), the eager foreach CPU one (cache-sized blocks,
+    per-tensor ops) and the one a GPU or torch.compile takes (whole lists, flattened dot products)."""
+    if request.param == "native":
+        if native.library() is None:
+            pytest.skip("the native CPU kernels could not be built here (no C compiler)")
+    else:
+        monkeypatch.setattr(native, "ENABLED", False)
     if request.param == "accelerator":
         monkeypatch.setattr(kernels, "per_tensor_kernels", lambda device: False)
         monkeypatch.setattr(kernels, "FLAT_CHUNK_NUMEL", 100)  # several chunks even for the small test model

@@ -9,11 +9,18 @@ import torch
 
 import tunefree
 import tunefree.optim.kernels as kernels
+import tunefree.optim.native as native
 from tunefree import NonFiniteError
 
 
-@pytest.fixture(params=["cpu-blocks", "accelerator"])
+@pytest.fixture(params=["native", "cpu-sums", "accelerator"])
 def screen_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The three checks: the native one (fp32/fp64 on CPU), the per-tensor sums (CPU without the native
+    kernels, and bf16/fp16 always) and the foreach max-abs norms (GPU, torch.compile)."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip("the native CPU kernels could not be built here (no C compiler)")
+    if request.param != "native":
+        monkeypatch.setattr(native, "ENABLED", False)
     if request.param == "accelerator":
         monkeypatch.setattr(kernels, "per_tensor_kernels", lambda device: False)
     return request.param
@@ -34,12 +41,13 @@ def test_finite_gradients_whose_sum_overflows_are_accepted(screen_path: str, dty
     assert optimizer._all_finite(torch.tensor(1.0))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_one_bad_entry_anywhere_is_found(screen_path: str, dtype: torch.dtype, bad: float) -> None:
-    for position in (0, 1):
-        grads = [torch.randn(700).to(dtype), torch.randn(3, 5).to(dtype)]
-        grads[position].view(-1)[-1] = bad
+    # (the large tensor is split between threads by the native check: first, middle and last entries)
+    for position, index in ((0, 0), (0, -1), (1, -1), (2, 0), (2, 70_001), (2, -1)):
+        grads = [torch.randn(700).to(dtype), torch.randn(3, 5).to(dtype), torch.randn(140_003).to(dtype)]
+        grads[position].view(-1)[index] = bad
         optimizer = optimizer_with_grads(grads)
         assert not optimizer._all_finite(torch.tensor(1.0))
 

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from tunefree.optim import checkpoint
+from tunefree.optim import checkpoint, native
 from tunefree.optim._dtensor import LocalShardFallback, is_dtensor, layout
 from tunefree.optim.elementwise import new_step_counter
 from tunefree.optim.kernels import (
@@ -325,9 +325,11 @@ class TunefreeOptimizer(torch.optim.Optimizer):
         """Whether the loss and every gradient are finite: one read of each gradient, one host
         synchronisation (the verdict).
 
-        The gradients go through :func:`~tunefree.optim.kernels.finite_screen` (on CPU a sum per tensor,
-        at memory bandwidth). A CPU screen can also flag finite gradients whose sum overflows; only then
-        (a refused step, or gradients beyond ~1e38) an exact ``isfinite`` pass confirms, at a second
+        On the CPU, fp32/fp64 gradients go through the native check (exact, at read bandwidth:
+        :func:`~tunefree.optim.native.split_nonfinite`); the others through
+        :func:`~tunefree.optim.kernels.finite_screen` (on CPU a sum per tensor, at memory bandwidth). A
+        CPU sum can also flag finite gradients whose sum overflows; only then (a refused step, or
+        gradients beyond ~1e38) an exact ``isfinite`` pass confirms those tensors, at a second
         synchronisation. With a process group the verdict is global (one small all-reduce): a NaN in one
         rank's gradient shard or loss makes every rank refuse or skip the step, so the ranks never
         disagree on whether to enter the step's collectives.
@@ -343,15 +345,22 @@ class TunefreeOptimizer(torch.optim.Optimizer):
                     # Empty local shards (FSDP2 gives a rank nothing of a small tensor) have nothing to check.
                     if grad.numel():
                         by_device.setdefault(grad.device, []).append(grad)
-        loss_bad = [] if loss is None else [(~torch.isfinite(loss.to(device))).reshape(1)]
-        screens = [finite_screen(grads) for grads in by_device.values()]
-        bad = loss_bad + [suspect.to(device).reshape(1) for suspect, _ in screens]
+        known_bad = [] if loss is None else [(~torch.isfinite(loss.to(device))).reshape(1)]
+        screens = []
+        for grads in by_device.values():
+            found, rest = native.split_nonfinite(grads)
+            if found:
+                known_bad.append(torch.ones(1, dtype=torch.bool, device=device))
+            if rest:
+                screens.append((*finite_screen(rest), rest))
+        bad = known_bad + [suspect.to(device).reshape(1) for suspect, _, _ in screens]
         if not self._any_rank(bad):
             return True
-        if all(exact for _, exact in screens):
+        if all(exact for _, exact, _ in screens):
             return False
         # Every rank gets here together (the verdict above is global), so the collectives stay matched.
-        confirmed = loss_bad + [(~entries_finite(grads)).to(device).reshape(1) for grads in by_device.values()]
+        # (The loss and a native finding are exact; only the screened tensors need confirming.)
+        confirmed = known_bad + [(~entries_finite(rest)).to(device).reshape(1) for _, _, rest in screens]
         return not self._any_rank(confirmed)
 
     def _any_rank(self, flags: list[Tensor]) -> bool:

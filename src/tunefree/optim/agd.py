@@ -23,6 +23,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from tunefree.optim import native
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
 from tunefree.optim.elementwise import (
     advance_step_counters,
@@ -157,8 +158,19 @@ class AGD(TunefreeOptimizer):
         else:
             denominator_scale = bc2_sqrt / bc1  # the scale factor, applied after clipping
 
-        if group["decoupled_weight_decay"]:
-            decoupled_weight_decay_(bucket.params, 1.0 - (weight_decay if group["fixed_decay"] else lr * weight_decay))
+        decoupled = group["decoupled_weight_decay"]
+        decay_factor = 1.0 - (weight_decay if group["fixed_decay"] else lr * weight_decay) if decoupled else 1.0
+        moments = [bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
+        if not group["amsgrad"] and clip is None and native.usable(bucket.params, bucket.grads, *moments):
+            # one fused pass: decay, difference, moments, switch and update (the L2 term is added inside)
+            count = native.agd_step(
+                bucket.grads, *moments, bucket.params, difference_scale.tolist(), previous_ratio.tolist(),
+                threshold.tolist(), denominator_scale.tolist(), beta1, beta2, lr, decay_factor,
+                0.0 if decoupled else weight_decay,
+            )
+            return torch.tensor(count, dtype=torch.int64)
+        if decoupled:
+            decoupled_weight_decay_(bucket.params, decay_factor)
             grads = bucket.grads
         else:
             grads = coupled_weight_decay(bucket.params, bucket.grads, weight_decay)

@@ -103,11 +103,12 @@ def finite_screen(tensors: Sequence[Tensor]) -> tuple[Tensor, bool]:
     """A one-read screen for NaN/Inf in ``tensors`` (non-empty, on one device): ``(suspect, exact)``,
     ``suspect`` a 0-dim bool tensor on that device that is False when every entry is finite.
 
-    On the CPU block path it looks at each tensor's sum (a vectorised reduction at memory bandwidth, no
-    temporary; low-precision sums accumulate in fp32). NaN and Inf propagate through any order of
-    additions (``inf - inf`` is NaN) and overflow only turns a finite sum into Inf, so a finite sum proves
-    its tensor finite; a non-finite one may be an overflow of finite entries (sums beyond ~3e38), hence
-    ``exact=False``: a suspect screen must be confirmed with :func:`entries_finite`.
+    (On the CPU, fp32 and fp64 gradients are checked by the native kernels instead when they are available:
+    :func:`tunefree.optim.native.split_nonfinite`.) On the CPU block path it looks at each tensor's sum (a
+    vectorised reduction at memory bandwidth, no temporary; low-precision sums accumulate in fp32). NaN and
+    Inf propagate through any order of additions (``inf - inf`` is NaN) and overflow only turns a finite sum
+    into Inf, so a finite sum proves its tensor finite; a non-finite one may be an overflow of finite entries
+    (sums beyond ~3e38), hence ``exact=False``: a suspect screen must be confirmed with :func:`entries_finite`.
 
     Elsewhere it looks at the foreach max-abs norms (one launch; exact, ``exact=True``). The CPU kernel of
     that norm reads far below memory bandwidth (0.7 GB/s against ~25 GB/s for a sum, measured on two

@@ -43,6 +43,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from tunefree.optim import native
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
 from tunefree.optim.elementwise import adam_direction_
 from tunefree.optim.kernels import sub_scaled_, sum_of_dots
@@ -269,6 +270,12 @@ class MoMo(_MoMoFamily):
         return {"momentum": start}
 
     def direction_pass(self, bucket: Bucket, step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if native.usable(bucket.params, bucket.grads, bucket.state["momentum"]):
+            sums = native.momo_direction(
+                bucket.grads, bucket.state["momentum"], bucket.params, 1.0 - bucket.group["momentum"]
+            )
+            device, dtype = self.scalar_device_dtype()
+            return tuple(torch.tensor(value, device=device, dtype=dtype) for value in sums)  # type: ignore[return-value]
         dots = []
         for (params, grads, momentum), _ in self.blocks([bucket.params, bucket.grads, bucket.state["momentum"]]):
             torch._foreach_lerp_(momentum, grads, 1.0 - bucket.group["momentum"])
@@ -276,6 +283,11 @@ class MoMo(_MoMoFamily):
         return self.sum_dots(dots)
 
     def apply_update(self, bucket: Bucket, step: Tensor, tau: Tensor) -> None:
+        if native.usable(bucket.params, bucket.state["momentum"]):
+            lr, weight_decay = bucket.group["lr"], bucket.group["weight_decay"]
+            native.momo_apply(bucket.state["momentum"], bucket.params, float(tau),
+                              1.0 + lr * weight_decay if weight_decay != 0 else 1.0)
+            return
         for (params, momentum), _ in self.blocks([bucket.params, bucket.state["momentum"]]):
             sub_scaled_(params, momentum, tau)
             self.proximal_decay_(bucket, params)
@@ -341,6 +353,13 @@ class MoMoAdam(_MoMoFamily):
         beta1, beta2 = bucket.group["betas"]
         lists = [bucket.params, bucket.grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
         bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
+        if native.usable(*lists):
+            sums = native.momo_adam_direction(
+                bucket.grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.params, beta1, beta2,
+                float(bias_correction2_sqrt), bucket.group["eps"],
+            )
+            device, dtype = self.scalar_device_dtype()
+            return tuple(torch.tensor(value, device=device, dtype=dtype) for value in sums)  # type: ignore[return-value]
         dots = []
         for (params, grads, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
             torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
@@ -355,6 +374,14 @@ class MoMoAdam(_MoMoFamily):
         decoupled = group["decoupled_weight_decay"] and group["weight_decay"] != 0
         lists = [bucket.params, bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
         bias_correction2_sqrt = self._bias_correction2_sqrt(bucket, step)
+        if native.usable(*lists):
+            lr, weight_decay = group["lr"], group["weight_decay"]
+            native.momo_adam_apply(
+                bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.params, float(bias_correction2_sqrt),
+                group["eps"], float(tau), 1.0 - lr * weight_decay if decoupled else 1.0,
+                1.0 + lr * weight_decay if (weight_decay != 0 and not decoupled) else 1.0,
+            )
+            return
         for (params, exp_avg, exp_avg_sq), (direction,) in self.blocks(lists, scratch=(None,)):
             adam_direction_(exp_avg, exp_avg_sq, bias_correction2_sqrt, bucket.group["eps"], direction)
             if decoupled:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from tunefree.optim import native
 from tunefree.optim._core import Bucket, Closure, TunefreeOptimizer
 from tunefree.optim.elementwise import (
     advance_step_counters,
@@ -371,11 +372,9 @@ class SMES(TunefreeOptimizer):
         steps = advance_step_counters(bucket.state["step"])
         bc1, bc2 = bias_correction(steps, beta1), bias_correction(steps, beta2)
 
-        if group["decoupled_weight_decay"]:
-            decoupled_weight_decay_(bucket.params, 1.0 - lr * weight_decay)
-            grads = bucket.grads
-        else:
-            grads = coupled_weight_decay(bucket.params, bucket.grads, weight_decay)
+        decoupled = group["decoupled_weight_decay"]
+        # (the decoupled decay of the parameters comes later, in the update pass: nothing reads them before)
+        grads = bucket.grads if decoupled else coupled_weight_decay(bucket.params, bucket.grads, weight_decay)
 
         # lr_scaling="rms": the per-tensor factor vbar^(1/2 - alpha) of the denominator (1 for "legacy")
         tensor_factor: Optional[Tensor] = None
@@ -402,6 +401,17 @@ class SMES(TunefreeOptimizer):
             denominator_scale = scale.unbind(0)
             denominator_shift = (eps * bc1).unbind(0)
 
+        moments = [bucket.state["exp_avg"], bucket.state["exp_avg_sq"]]
+        if denominator_shift is not None and lr != 0.0 and native.usable(bucket.params, bucket.grads, *moments):
+            # one fused pass: decay, moments and update (the L2 term is added inside)
+            native.smes_step(
+                bucket.grads, *moments, bucket.params, [float(v) for v in denominator_scale],
+                [float(v) for v in denominator_shift], beta1, beta2, lr, 1.0 - lr * weight_decay if decoupled else 1.0,
+                0.0 if decoupled else weight_decay, alpha,
+            )
+            return
+        if decoupled:
+            decoupled_weight_decay_(bucket.params, 1.0 - lr * weight_decay)
         lists = [bucket.params, grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], list(denominator_scale)]
         if denominator_shift is not None:
             lists.append(list(denominator_shift))
