@@ -86,6 +86,22 @@ def _task_file(folder: Path, width: int = 4) -> Path:
 
 # ---- item 2: no silent mixing of code versions -------------------------------------------------------
 
+def test_code_version_covers_the_native_kernel_source_and_the_kernel_tier(monkeypatch) -> None:
+    from tunefree.bench import resolve
+    from tunefree.bench.tasks import get_task
+
+    monkeypatch.delenv("TUNEFREE_CODE_VERSION", raising=False)
+    task = get_task("lsq_synth")
+    hashed: list[Path] = []
+    real_hash = resolve._hash_files
+    monkeypatch.setattr(resolve, "_hash_files", lambda files, extra="": (hashed.extend(files), real_hash(files, extra))[1])
+    monkeypatch.setattr(resolve.native, "library", lambda: object())
+    with_native = resolve.code_version(task)
+    assert "native_kernels.c" in {path.name for path in hashed}
+    monkeypatch.setattr(resolve.native, "library", lambda: None)  # no compiler: the foreach kernels run
+    assert resolve.code_version(task) != with_native
+
+
 def test_changed_task_file_rerun_scores_only_the_newest_version(tmp_path: Path) -> None:
     path = _task_file(tmp_path, width=4)
     out = tmp_path / "out"

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import tunefree
 from tunefree.bench.records import QUICK_OPTIMIZERS, canonical_kwargs, decode_kwargs
 from tunefree.bench.tasks.base import Task
+from tunefree.optim import native
 from tunefree.optim.registry import OptimizerInfo, available_optimizers, get_optimizer_info, is_builtin
 
 __all__ = ["resolve_optimizer", "optimizer_source", "check_options", "installed_peers", "default_optimizers",
@@ -252,7 +253,8 @@ def code_version(task: Task) -> str:
     """``"<tunefree version>+<hash>"`` over everything a run's numbers depend on: the optimizer sources,
     the runner, the built-in task modules (they share data and model code), the task's own module, and
     the task's description, which names its data (the char tasks train on Shakespeare or, without it,
-    on Python's help text: different numbers under the same task name).
+    on Python's help text: different numbers under the same task name), and which kernel tier the CPU
+    steps take (the native C kernels, also hashed, and the foreach kernels agree to rounding, not bitwise).
 
     ``TUNEFREE_CODE_VERSION`` in the environment pins the version instead, e.g. to resume a long sweep
     across an edit known not to change results (a comment, a docstring); use it knowingly.
@@ -263,11 +265,13 @@ def code_version(task: Task) -> str:
     package = Path(tunefree.__file__).parent
     files = [
         *(package / "optim").rglob("*.py"),
+        *(package / "optim").rglob("*.c"),
         *(package / "bench" / "tasks").rglob("*.py"),
         package / "bench" / "runner.py",
         *_task_source_files(task),
     ]
-    return f"{tunefree.__version__}+{_hash_files(files, extra=task.description)}"
+    tier = "native" if native.library() is not None else "foreach"
+    return f"{tunefree.__version__}+{_hash_files(files, extra=task.description + tier)}"
 
 
 def run_code_version(task_version: str, entry: OptimizerInfo) -> str:
