@@ -30,6 +30,7 @@ BENCH_LAYERS: tuple[tuple[str, ...], ...] = (
     ("tunefree.bench.runner", "tunefree.bench.executors", "tunefree.bench.ledger"),  # peers: never each other
     ("tunefree.bench.report.document", "tunefree.bench.report.scoring", "tunefree.bench.report.palette"),
     ("tunefree.bench.report.options",),  # which settings form a sweep of one option (--vary)
+    ("tunefree.bench.report.equal_compute",),  # two-gradient methods at half their steps
     ("tunefree.bench.report.figures", "tunefree.bench.report.ranking"),
     ("tunefree.bench.report.sections",),
     ("tunefree.bench.report",),  # write_report

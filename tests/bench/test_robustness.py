@@ -94,7 +94,13 @@ def test_code_version_covers_the_native_kernel_source_and_the_kernel_tier(monkey
     task = get_task("lsq_synth")
     hashed: list[Path] = []
     real_hash = resolve._hash_files
-    monkeypatch.setattr(resolve, "_hash_files", lambda files, extra="": (hashed.extend(files), real_hash(files, extra))[1])
+
+    def recording_hash(files, extra=""):
+        files = list(files)
+        hashed.extend(files)
+        return real_hash(files, extra)
+
+    monkeypatch.setattr(resolve, "_hash_files", recording_hash)
     monkeypatch.setattr(resolve.native, "library", lambda: object())
     with_native = resolve.code_version(task)
     assert "native_kernels.c" in {path.name for path in hashed}

@@ -31,7 +31,7 @@ from tunefree.bench.ledger import Ledger
 from tunefree.bench.records import DEFAULT_WARMUP, parse_schedule
 
 __all__ = ["TARGET", "BEST_OF", "HIT_WITHIN", "BOOTSTRAP_RESAMPLES", "BOOTSTRAP_SEED", "PROFILE_TAU_MAX",
-           "OptimizerSummary", "TaskSummary", "select_rows", "split_versions",
+           "OptimizerSummary", "TaskSummary", "select_rows", "summarise_rows", "split_versions",
            "row_schedule", "row_label", "schedule_label",
            "describe_schedule", "summarise", "trials_profile", "profile_columns", "w95_interval",
            "rows_at", "DefaultAlerts", "default_alerts"]
@@ -233,7 +233,9 @@ def _seed_mean_finite(values: list[float | None]) -> float:
     return float(np.mean(values))
 
 
-def _summarise_optimizer(label: str, rows: list[dict[str, Any]], m_init: float, m_star: float) -> OptimizerSummary:
+def summarise_rows(label: str, rows: list[dict[str, Any]], m_init: float, m_star: float) -> OptimizerSummary:
+    """The robustness numbers of one setting's runs (``rows``: one per lr point and seed) against the
+    task's ``m_init`` and ``m*``."""
     by_exp: dict[float, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_exp[round(row["lr_exp"], 6)].append(row)
@@ -409,7 +411,7 @@ def summarise(folder: str | Path) -> list[TaskSummary]:
         for label in sorted(by_label, key=lambda lb: (order[row_schedule(by_label[lb][0])],
                                                       by_label[lb][0]["baseline"], lb)):
             schedule = row_schedule(by_label[label][0])
-            summary.optimizers.append(_summarise_optimizer(label, by_label[label], m_init, targets[schedule][0]))
+            summary.optimizers.append(summarise_rows(label, by_label[label], m_init, targets[schedule][0]))
         _bootstrap_w95(summary)
         out.append(summary)
     return out

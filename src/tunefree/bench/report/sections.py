@@ -38,6 +38,7 @@ from tunefree.bench.report.document import (
     Paragraph,
     Table,
 )
+from tunefree.bench.report.equal_compute import equal_compute
 from tunefree.bench.report.options import option_sweeps
 from tunefree.bench.report.scoring import (
     BEST_OF,
@@ -476,6 +477,42 @@ def _alert_blocks(tasks: list[TaskSummary]) -> list[Block]:
             Table.of(["optimizer", *per_task], rows)]
 
 
+_EQUAL_COMPUTE_TEXT = (
+    "Methods that evaluate two gradients per step, scored again at half their steps, i.e. at the gradient "
+    "budget of every other method; the baselines keep their full steps and m*. Under the constant schedule "
+    "a run's first half is exactly the shorter run, so the half-budget score is read off the run's "
+    "validation trace at the last evaluation at or before half the steps (the step is given); a run that "
+    "diverged by then counts as diverged. One-shot: the default lr reaches s >= 0.95."
+)
+
+
+def _equal_compute_blocks(tasks: list[TaskSummary]) -> list[Block]:
+    """Section "Equal compute": each two-gradient setting at its full budget and at half its steps."""
+    rows: list[list[CellLike]] = []
+    tally: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for ts in tasks:
+        for full, half, step in equal_compute(ts):
+            rows.append([ts.task, full.label, f"{ts.steps} / {step}",
+                         _num(full.default_score), _num(half.default_score),
+                         _num(full.tuned_score), _num(half.tuned_score),
+                         Cell(f"{full.w95:.2g}", sort=full.w95), Cell(f"{half.w95:.2g}", sort=half.w95)])
+            tally[full.label].append((full.default_score, half.default_score, full.w95, half.w95))
+    if not rows:
+        return []
+    lead = []
+    for label, values in sorted(tally.items()):
+        n = len(values)
+        full_hits = sum(v[0] >= TARGET for v in values)
+        half_hits = sum(v[1] >= TARGET for v in values)
+        lead.append(f"{label}: the default lr reaches the target on {half_hits}/{n} tasks at half the steps "
+                    f"({full_hits}/{n} at full steps); mean W95 {float(np.mean([v[3] for v in values])):.2g} "
+                    f"decades ({float(np.mean([v[2] for v in values])):.2g} at full steps).")
+    header = ["task", "setting", "steps full / half", "default s full", "default s half", "tuned s full",
+              "tuned s half", "W95 full", "W95 half"]
+    return [Heading("Equal compute: two-gradient methods at half their steps"),
+            Paragraph.of(" ".join(lead), lead=True), Paragraph.of(_EQUAL_COMPUTE_TEXT), Table.of(header, rows)]
+
+
 def _scope_text(tasks: list[TaskSummary], all_rows: list[dict[str, Any]]) -> str:
     suites = sorted({ts.suite for ts in tasks})
     labels = sorted({o.label for ts in tasks for o in ts.optimizers})
@@ -508,6 +545,7 @@ def report_blocks(folder: Path, tasks: list[TaskSummary], all_rows: list[dict[st
             blocks.append(_figure(F.figure_profile(tasks), folder, "performance-profile.png", "performance profile"))
         blocks.append(Details("Every measure over tasks", (Table.of(header, rows, note=aggregate_note(tasks)),)))
         blocks += _alert_blocks(tasks)
+        blocks += _equal_compute_blocks(tasks)
     else:
         blocks.append(Paragraph.of("No runs in the ledger yet."))
     blocks += _option_blocks(tasks, folder)
