@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write report.md, report.html and runs.csv from a results folder")
     report.add_argument("dir")
+    report.add_argument("--readme", action="store_true",
+                        help="print the README's results table (Markdown) for DIR instead of writing the report")
     export = sub.add_parser("export", help="export all runs of a results folder to CSV")
     export.add_argument("dir")
     export.add_argument("--csv", help="output path (default DIR/runs.csv)")
@@ -316,12 +318,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(folder: str) -> int:
+def _cmd_report(folder: str, readme: bool = False) -> int:
     from tunefree.bench.ledger import Ledger
-    from tunefree.bench.report import write_report
+    from tunefree.bench.report import readme_table, write_report
 
     if not Ledger.exists(folder):
         raise UsageError(f"no ledger in {folder!r} (run `tunefree bench --out {folder}` first)")
+    if readme:
+        sys.stdout.write(readme_table(folder))
+        return 0
     print(write_report(folder))
     return 0
 
@@ -358,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _cmd_bench(args)
         if args.command == "report":
-            return _cmd_report(args.dir)
+            return _cmd_report(args.dir, args.readme)
         if args.command == "export":
             return _cmd_export(args.dir, args.csv)
         if args.command == "plot-stats":

@@ -58,6 +58,7 @@ from tunefree.bench.report.scoring import (
     trials_profile,
     w95_interval,
 )
+from tunefree.optim.registry import get_optimizer_info, is_builtin
 
 __all__ = ["TITLE", "report_blocks", "aggregate_table", "aggregate_note"]
 
@@ -223,6 +224,33 @@ def aggregate_table(tasks: list[TaskSummary]) -> tuple[list[str], list[list[str]
             _fmt(float(area[label]), 2),
         ])
     return list(_AGGREGATE_HEADER), body
+
+
+def _kind(name: str) -> str:
+    """"tunefree", "peer" (another package's method) or "yours" (a registered user optimizer)."""
+    if not is_builtin(name):
+        return "yours"
+    return "peer" if get_optimizer_info(name).peer else "tunefree"
+
+
+def summary_table(tasks: list[TaskSummary], schedule: str = "constant") -> str:
+    """The short Markdown table of the README's results: per setting of ``schedule``, what kind it is, its
+    one-shot success (default lr reaches s >= 0.95), mean W95 and median E[trials], most one-shot
+    successes first (then the wider W95). ``tunefree report DIR --readme`` prints it."""
+    rows = []
+    for label, items in _by_label(tasks).items():
+        if items[0].schedule != schedule:
+            continue
+        kind = "baseline" if items[0].baseline else _kind(items[0].optimizer)
+        hits = sum(o.default_score >= TARGET for o in items)
+        w95 = float(np.mean([o.w95 for o in items]))
+        trials = float(np.median([o.expected_trials for o in items]))
+        rows.append((-hits, -w95, label, kind, f"{hits}/{len(items)}", _fmt(w95, 3), _fmt(trials, 3)))
+    lines = ["| optimizer | kind | one-shot success | mean W95 (decades) | median E[trials] to reach the target |",
+             "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for *_, label, kind, hits, w95, trials in sorted(rows)
+              for cells in [(label, kind, hits, w95, trials)]]
+    return "\n".join(lines) + "\n"
 
 
 def aggregate_note(tasks: list[TaskSummary]) -> str:
