@@ -88,3 +88,10 @@ def test_without_baselines_the_target_is_the_best_run_and_says_so(tmp_path: Path
     assert "no baseline" in ts.target_source
     write_report(tmp_path)
     assert "no baseline" in (tmp_path / "report.md").read_text()
+
+
+def test_kind_column_tells_tunefree_methods_peers_and_users_optimizers_apart() -> None:
+    from tunefree.bench.report import sections
+
+    assert [sections._kind(name) for name in ("momo", "gala_adam", "prodigy", "momo_opt", "my_lion")] == [
+        "tunefree", "tunefree", "peer", "peer", "yours"]

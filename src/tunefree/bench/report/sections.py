@@ -450,7 +450,7 @@ def _ranking_blocks(tasks: list[TaskSummary], schedule: str) -> list[Block]:
         runs = "never" if not s.reached else f"{s.runs:.2g}" + (f" ({s.reached}/{s.n_tasks} tasks)"
                                                                  if s.reached < s.n_tasks else "")
         rows.append([
-            Cell(str(s.rank), sort=s.rank), s.label, "baseline" if s.baseline else "adaptive",
+            Cell(str(s.rank), sort=s.rank), s.label, "baseline" if s.baseline else _kind(s.optimizer),
             Cell(f"{s.one_shot}/{s.n_tasks}", sort=s.one_shot / max(s.n_tasks, 1),
                  mark=marks["one_shot"].get(s.label, "")),
             Cell(runs, sort=s.key("runs"), mark=marks["runs"].get(s.label, "")),
