@@ -32,6 +32,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from tunefree.bench import summarise
+from tunefree.bench.report.document import Table, markdown_table
 from tunefree.bench.report.equal_compute import equal_compute
 from tunefree.bench.report.scoring import TARGET, OptimizerSummary, TaskSummary
 
@@ -49,9 +50,7 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(Table.of(header, list(rows)))
 
 
 def _setting(ts: TaskSummary, label: str) -> Optional[OptimizerSummary]:
@@ -85,8 +84,8 @@ def _wins(tasks: list[TaskSummary], label: str, others: Sequence[str], field: st
     """'label beats X on a/b tasks' for each of ``others`` by ``field`` (strictly greater)."""
     parts = []
     for other in others:
-        pairs = [(getattr(_setting(ts, label), field), getattr(_setting(ts, other), field)) for ts in tasks
-                 if _setting(ts, label) is not None and _setting(ts, other) is not None]
+        both = [(_setting(ts, label), _setting(ts, other)) for ts in tasks]
+        pairs = [(getattr(a, field), getattr(b, field)) for a, b in both if a is not None and b is not None]
         wins = sum(a > b for a, b in pairs)
         parts.append(f"{label} > {other} on {wins}/{len(pairs)} tasks")
     return "; ".join(parts)

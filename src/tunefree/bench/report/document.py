@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Sequence, Union
 
 __all__ = ["Mono", "Link", "Strong", "Heading", "Paragraph", "KeyValues", "Bullets", "Cell", "Table", "Figure",
-           "Code", "Details", "Block", "MARKS", "slug", "to_markdown", "to_html"]
+           "Code", "Details", "Block", "MARKS", "slug", "markdown_table", "to_markdown", "to_html"]
 
 #: how a cell's mark is drawn in both renderers
 MARKS = {"best": "▲", "worst": "▼"}
@@ -173,6 +173,15 @@ def _md_cell(cell: CellLike) -> str:
     return f"{text} {MARKS[c.mark]}" if c.mark else text
 
 
+def markdown_table(table: Table) -> str:
+    """The table as Markdown (a header row, a ``---`` row, one row per line; the note in italics below)."""
+    lines = ["| " + " | ".join(table.header) + " |", "|" + "---|" * len(table.header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    if table.note:
+        lines += ["", f"*{table.note}*"]
+    return "\n".join(lines)
+
+
 def _md_block(block: Block, appendix: list[Details]) -> str:
     if isinstance(block, Heading):
         return f"{'#' * block.level} {block.text}"
@@ -184,11 +193,7 @@ def _md_block(block: Block, appendix: list[Details]) -> str:
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Table):
-        lines = ["| " + " | ".join(block.header) + " |", "|" + "---|" * len(block.header)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-        if block.note:
-            lines += ["", f"*{block.note}*"]
-        return "\n".join(lines)
+        return markdown_table(block)
     if isinstance(block, Figure):
         return f"![{block.alt}]({block.path})"
     if isinstance(block, Code):

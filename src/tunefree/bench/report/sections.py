@@ -37,6 +37,7 @@ from tunefree.bench.report.document import (
     Mono,
     Paragraph,
     Table,
+    markdown_table,
 )
 from tunefree.bench.report.equal_compute import equal_compute
 from tunefree.bench.report.options import option_sweeps
@@ -237,7 +238,7 @@ def summary_table(tasks: list[TaskSummary], schedule: str = "constant") -> str:
     """The short Markdown table of the README's results: per setting of ``schedule``, what kind it is, its
     one-shot success (default lr reaches s >= 0.95), mean W95 and median E[trials], most one-shot
     successes first (then the wider W95). ``tunefree report DIR --readme`` prints it."""
-    rows = []
+    ranked = []
     for label, items in _by_label(tasks).items():
         if items[0].schedule != schedule:
             continue
@@ -245,12 +246,9 @@ def summary_table(tasks: list[TaskSummary], schedule: str = "constant") -> str:
         hits = sum(o.default_score >= TARGET for o in items)
         w95 = float(np.mean([o.w95 for o in items]))
         trials = float(np.median([o.expected_trials for o in items]))
-        rows.append((-hits, -w95, label, kind, f"{hits}/{len(items)}", _fmt(w95, 3), _fmt(trials, 3)))
-    lines = ["| optimizer | kind | one-shot success | mean W95 (decades) | median E[trials] to reach the target |",
-             "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(cells) + " |" for *_, label, kind, hits, w95, trials in sorted(rows)
-              for cells in [(label, kind, hits, w95, trials)]]
-    return "\n".join(lines) + "\n"
+        ranked.append(((-hits, -w95, label), [label, kind, f"{hits}/{len(items)}", _fmt(w95, 3), _fmt(trials, 3)]))
+    header = ["optimizer", "kind", "one-shot success", "mean W95 (decades)", "median E[trials] to reach the target"]
+    return markdown_table(Table.of(header, [cells for _, cells in sorted(ranked)])) + "\n"
 
 
 def aggregate_note(tasks: list[TaskSummary]) -> str:
