@@ -40,7 +40,10 @@ def test_divergence_counts_only_when_it_happened_by_the_half_step() -> None:
     early = half_step_row(_row(status="diverged", diverged_step=8, steps_done=7, final_val=None,
                                evals=[(0, {"loss": 1.0}), (10, {"loss": math.inf})]))
     assert early is None or early["status"] == "diverged"
-    assert half_step_row(_row(status="diverged", diverged_step=10, steps_done=9))["status"] == "diverged"
+    at_ten = half_step_row(_row(status="diverged", diverged_step=10, steps_done=9))
+    assert at_ten["status"] == "diverged"
+    # the truncated run costs what the run did up to its last step, never more
+    assert at_ten["steps_done"] == 9 and at_ten["cpu_s"] == 3.0 and at_ten["grad_evals"] == 59
 
 
 def test_scheduled_errored_or_untraced_runs_are_not_truncated() -> None:

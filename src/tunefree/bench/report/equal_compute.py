@@ -40,6 +40,8 @@ def half_step_row(row: dict[str, Any]) -> dict[str, Any] | None:
     step, values = evals[-1]
     diverged = row["diverged_step"] is not None and row["diverged_step"] <= step
     value = None if diverged else values.get(row["metric"])
+    done = min(row["steps_done"], step)
+    share = done / max(row["steps_done"], 1)  # of the run's gradient evaluations and time
     truncated = dict(row)
     truncated.update(
         optimizer=f"{row['optimizer']}{HALF_SUFFIX}",
@@ -47,11 +49,11 @@ def half_step_row(row: dict[str, Any]) -> dict[str, Any] | None:
         final_val=value,
         final_test=None,  # the test split is evaluated only at the end of a run
         steps=half,
-        steps_done=min(row["steps_done"], step),
-        grad_evals=round(row["grad_evals"] * min(row["steps_done"], step) / max(row["steps_done"], 1)),
+        steps_done=done,
+        grad_evals=round(row["grad_evals"] * share),
         evals=evals,
-        wall_s=row["wall_s"] * step / max(row["steps_done"], 1),
-        cpu_s=row["cpu_s"] * step / max(row["steps_done"], 1),
+        wall_s=row["wall_s"] * share,
+        cpu_s=row["cpu_s"] * share,
     )
     return truncated
 

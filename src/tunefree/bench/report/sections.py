@@ -515,24 +515,25 @@ _EQUAL_COMPUTE_TEXT = (
 def _equal_compute_blocks(tasks: list[TaskSummary]) -> list[Block]:
     """Section "Equal compute": each two-gradient setting at its full budget and at half its steps."""
     rows: list[list[CellLike]] = []
-    tally: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    by_label: dict[str, list[tuple[OptimizerSummary, OptimizerSummary]]] = defaultdict(list)
     for ts in tasks:
         for full, half, step in equal_compute(ts):
             rows.append([ts.task, full.label, f"{ts.steps} / {step}",
                          _num(full.default_score), _num(half.default_score),
                          _num(full.tuned_score), _num(half.tuned_score),
                          Cell(f"{full.w95:.2g}", sort=full.w95), Cell(f"{half.w95:.2g}", sort=half.w95)])
-            tally[full.label].append((full.default_score, half.default_score, full.w95, half.w95))
+            by_label[full.label].append((full, half))
     if not rows:
         return []
     lead = []
-    for label, values in sorted(tally.items()):
-        n = len(values)
-        full_hits = sum(v[0] >= TARGET for v in values)
-        half_hits = sum(v[1] >= TARGET for v in values)
-        lead.append(f"{label}: the default lr reaches the target on {half_hits}/{n} tasks at half the steps "
-                    f"({full_hits}/{n} at full steps); mean W95 {float(np.mean([v[3] for v in values])):.2g} "
-                    f"decades ({float(np.mean([v[2] for v in values])):.2g} at full steps).")
+    for label, pairs in sorted(by_label.items()):
+        fulls, halves = [full for full, _ in pairs], [half for _, half in pairs]
+        n = len(pairs)
+        lead.append(f"{label}: the default lr reaches the target on "
+                    f"{sum(o.default_score >= TARGET for o in halves)}/{n} tasks at half the steps "
+                    f"({sum(o.default_score >= TARGET for o in fulls)}/{n} at full steps); mean W95 "
+                    f"{float(np.mean([o.w95 for o in halves])):.2g} decades "
+                    f"({float(np.mean([o.w95 for o in fulls])):.2g} at full steps).")
     header = ["task", "setting", "steps full / half", "default s full", "default s half", "tuned s full",
               "tuned s half", "W95 full", "W95 half"]
     return [Heading("Equal compute: two-gradient methods at half their steps"),
